@@ -1,0 +1,41 @@
+"""cnnlab: convolutional neural networks in NumPy — exact, explained and fast.
+
+    import cnnlab as cl
+    model = cl.Sequential([cl.Conv2D(32, 3, padding=1), cl.ReLU(), cl.MaxPool2D(2),
+                           cl.Flatten(), cl.Dense(10)], input_shape=(1, 28, 28))
+    print(model.summary())
+"""
+
+from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
+from cnnlab.layers import (
+    ELU,
+    AvgPool1D,
+    AvgPool2D,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Flatten,
+    GlobalAvgPool2D,
+    LeakyReLU,
+    LocallyConnected1D,
+    LocallyConnected2D,
+    Maxout,
+    MaxPool1D,
+    MaxPool2D,
+    PReLU,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Swish,
+    Tanh,
+)
+from cnnlab.losses import MulticlassSVM, SoftmaxCrossEntropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ELU", "AvgPool1D", "AvgPool2D", "Conv1D", "Conv2D", "DataError", "Dense", "Flatten",
+    "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocallyConnected1D", "LocallyConnected2D",
+    "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM", "PReLU", "Parameter",
+    "ReLU", "Sequential", "ShapeError", "Sigmoid", "SoftmaxCrossEntropy", "Swish", "Tanh",
+]

@@ -1,0 +1,223 @@
+"""The layer contract: `Parameter`, `Layer` and cnnlab's error types.
+
+A layer's life:
+    __init__(...)                   stores and validates hyperparameters, nothing else
+    output_shape(input_shape)       pure: per-sample shapes (no batch axis), raises ShapeError
+    build(input_shape, rng, dtype)  creates the parameters, returns the layer
+    forward(x, training=...)        checks x; when training, keeps what backward needs
+    backward(dy)                    consumes that cache, assigns every .grad, returns dx
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+Shape = tuple[int, ...]
+
+
+class ShapeError(ValueError):
+    """A layer cannot take the shape it was given (output size not whole, wrong rank, ...)."""
+
+
+class DataError(ValueError):
+    """A dataset, a batch of labels or an image cannot be used as given."""
+
+
+class ModelFileError(ValueError):
+    """A model or checkpoint file cannot be read safely."""
+
+
+class Parameter:
+    """A learned array and its gradient ∂L/∂data (assigned by the owning layer's `backward`)."""
+
+    __slots__ = ("data", "grad", "trainable")
+
+    def __init__(self, data: np.ndarray, *, trainable: bool = True):
+        self.data = data
+        self.grad: np.ndarray | None = None
+        self.trainable = trainable
+
+    @property
+    def shape(self) -> Shape:
+        return self.data.shape
+
+    @property
+    def size(self) -> int:
+        return int(self.data.size)
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.data.shape}, dtype={self.data.dtype})"
+
+
+def describe_shape(shape: Sequence[int]) -> str:
+    """Names the axes of a per-sample shape the way the docstrings do: (C, H, W), (C, L), (D,)."""
+    names = {3: "C, H, W", 2: "C, L", 1: "features"}.get(len(shape))
+    return f"(N, {names})" if names else f"rank {len(shape) + 1}"
+
+
+class Layer:
+    """Base class of every layer and container.
+
+    Subclasses implement `output_shape`, `forward` and `backward`; layers with weights
+    also implement `_build` and `parameters`. `name` ("conv2d_1") and `index` (1-based
+    position in its Sequential) are set by the container and used in every error message.
+    """
+
+    #: the initialisation an activation asks of the weighted layer before it ("he", "xavier")
+    preferred_init: str | None = None
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.index: int | None = None
+        self.input_shape: Shape | None = None
+        self.dtype: np.dtype | None = None
+        self._cache: object = None
+
+    # ----------------------------------------------------------------- identity
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    @property
+    def label(self) -> str:
+        """How errors name this layer: `Conv2D #3 (conv2d_2)`, or just `Conv2D` standalone."""
+        text = self.kind if self.index is None else f"{self.kind} #{self.index}"
+        return text if self.name is None else f"{text} ({self.name})"
+
+    @property
+    def built(self) -> bool:
+        return self.input_shape is not None
+
+    def config(self) -> dict:
+        """The constructor arguments, as JSON-friendly values (used by summaries and files)."""
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{self.kind}({args})"
+
+    # ------------------------------------------------------------------ shapes
+    def output_shape(self, input_shape: Shape) -> Shape:
+        raise NotImplementedError
+
+    def build(
+        self, input_shape: Sequence[int], rng: np.random.Generator | None = None, dtype=np.float32
+    ) -> Layer:
+        input_shape = tuple(int(d) for d in input_shape)
+        out_shape = self.output_shape(input_shape)  # raises ShapeError before anything exists
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f":
+            raise ValueError(f"{self.label}: dtype must be a float type. Received: dtype={dtype}")
+        self.input_shape = input_shape
+        self.out_shape: Shape = out_shape
+        self.dtype = dtype
+        self._build(rng if rng is not None else np.random.default_rng(0))
+        return self
+
+    def _build(self, rng: np.random.Generator) -> None:
+        """Creates the parameters; `self.input_shape` and `self.dtype` are set."""
+
+    # -------------------------------------------------------------- parameters
+    def parameters(self) -> dict[str, Parameter]:
+        return {}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """Non-learned state saved with the model (BatchNorm's running statistics)."""
+        return {}
+
+    def count_params(self) -> int:
+        return sum(p.size for p in self.parameters().values())
+
+    # ------------------------------------------------------------- the lecture
+    def arithmetic(self, input_shape: Shape) -> str:
+        """One line of the summary: the lecture's arithmetic with this layer's numbers."""
+        return ""
+
+    def explain(self, input_shape: Sequence[int]) -> str:
+        """The lecture's "accepts … requires … produces …" for this layer and input."""
+        input_shape = tuple(int(d) for d in input_shape)
+        lines = [f"{self.label}: accepts {volume(input_shape)}"]
+        try:
+            out = self.output_shape(input_shape)
+        except ShapeError as error:
+            return "\n".join([*lines, f"doesn't fit: {error}"])
+        lines.append(f"produces {volume(out)}")
+        if text := self.arithmetic(input_shape):
+            lines.append(text)
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------- forward/back
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        return self.forward(x, training=training)
+
+    def _check_input(self, x: np.ndarray) -> np.ndarray:
+        """Rank, per-sample shape and dtype of `x`, with an error that says what differs."""
+        if self.input_shape is None:
+            raise RuntimeError(
+                f"{self.label}: not built. Call build(input_shape) first, or put the layer "
+                "in a Sequential(..., input_shape=...)."
+            )
+        x = np.asarray(x)
+        expected = self.input_shape
+        if x.ndim != len(expected) + 1:
+            raise ShapeError(
+                f"{self.label}: expected a batch of rank {len(expected) + 1} "
+                f"{describe_shape(expected)} = (N, {', '.join(map(str, expected))}). "
+                f"Received: x.shape={x.shape}"
+            )
+        if x.shape[1:] != expected:
+            what = ""
+            if len(expected) > 1 and x.shape[1] != expected[0]:
+                what = f": {x.shape[1]} channels instead of {expected[0]}"
+            elif len(expected) > 1:
+                what = f": spatial size {x.shape[2:]} instead of {expected[1:]}"
+            raise ShapeError(
+                f"{self.label}: expected input (N, {', '.join(map(str, expected))}) "
+                f"{describe_shape(expected)}, received x.shape={x.shape}{what}"
+            )
+        if x.dtype != self.dtype:
+            if x.dtype.kind != "f":
+                raise ValueError(
+                    f"{self.label}: expected floating-point input, received dtype={x.dtype}. "
+                    "Convert first, e.g. x.astype(np.float32) / 255 for uint8 images."
+                )
+            x = x.astype(self.dtype)
+        return x
+
+    def _take_cache(self):
+        """Returns the training forward's cache and forgets it (a cache is used once)."""
+        cache, self._cache = self._cache, None
+        if cache is None:
+            raise RuntimeError(
+                f"{self.label}: backward() needs the cache of a training forward. "
+                "Call forward(x, training=True) before backward(dy)."
+            )
+        return cache
+
+    def _check_grad(self, dy: np.ndarray, shape: Shape) -> np.ndarray:
+        dy = np.asarray(dy)
+        if dy.shape != shape:
+            raise ShapeError(
+                f"{self.label}: dy must have the shape of the forward output {shape}. "
+                f"Received: dy.shape={dy.shape}"
+            )
+        return dy
+
+
+def volume(shape: Sequence[int]) -> str:
+    """A per-sample shape the lecture's way, depth last: (C, H, W) = (3, 32, 32) → "32×32×3"."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}×{w}×{c}"
+    if len(shape) == 2:
+        c, length = shape
+        return f"{length}×{c}"
+    return "×".join(map(str, shape))

@@ -1,0 +1,14 @@
+"""Every layer family, one module each."""
+
+from cnnlab.layers.activation import ELU, PReLU, ReLU, LeakyReLU, Maxout, Sigmoid, Swish, Tanh
+from cnnlab.layers.containers import Sequential
+from cnnlab.layers.conv import Conv1D, Conv2D
+from cnnlab.layers.dense import Dense, Flatten
+from cnnlab.layers.local import LocallyConnected1D, LocallyConnected2D
+from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+
+__all__ = [
+    "AvgPool1D", "AvgPool2D", "Conv1D", "Conv2D", "Dense", "ELU", "Flatten", "GlobalAvgPool2D",
+    "LeakyReLU", "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D",
+    "PReLU", "ReLU", "Sequential", "Sigmoid", "Swish", "Tanh",
+]

@@ -1,0 +1,176 @@
+"""Containers: layers made of layers. `Sequential` chains them and explains the whole model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from cnnlab.core import Layer, Parameter, Shape, volume
+from cnnlab.layers._window import WeightedMixin
+
+
+class Sequential(Layer):
+    """Layers applied one after the other: y = f_L(… f_2(f_1(x))).
+
+    Forward:   x_0 = x,  x_l = f_l(x_{l−1})
+    Backward:  dx_{l−1} = f_l.backward(dx_l), from the last layer to the first.
+
+    `Sequential(layers, input_shape=(C, H, W), seed=0)` builds every layer at once, so a
+    shape that does not fit fails here, naming the layer, not in the middle of training.
+    Layers get unique names ("conv2d_1") used by the summary and by parameter names
+    ("conv2d_1.weight"). The same seed gives the same weights, bit for bit.
+    """
+
+    def __init__(
+        self, layers: Iterable[Layer], input_shape: Sequence[int] | None = None, *,
+        seed: int = 0, dtype=np.float32,
+    ) -> None:
+        super().__init__()
+        self.layers: list[Layer] = list(layers)
+        seen: set[int] = set()
+        for i, layer in enumerate(self.layers, 1):
+            if not isinstance(layer, Layer):
+                raise ValueError(
+                    f"Sequential: item {i} is not a layer. Received: {type(layer).__name__} "
+                    f"{layer!r:.60}. Did you mean to instantiate it, e.g. ReLU() not ReLU?"
+                )
+            if id(layer) in seen:
+                raise ValueError(
+                    f"Sequential: item {i} ({layer.kind}) is the same object as an earlier item; "
+                    "a layer keeps its own weights and cache, so create a new one for each place."
+                )
+            seen.add(id(layer))
+        self._name_layers()
+        self.seed = seed
+        if input_shape is not None:
+            self.build(input_shape, np.random.default_rng(seed), dtype)
+
+    def _name_layers(self) -> None:
+        counts: dict[str, int] = {}
+        for i, layer in enumerate(self.layers, 1):
+            key = layer.kind.lower()
+            counts[key] = counts.get(key, 0) + 1
+            layer.name, layer.index = f"{key}_{counts[key]}", i
+
+    def config(self) -> dict:
+        return {"layers": [{"type": layer.kind, **layer.config()} for layer in self.layers]}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    # ------------------------------------------------------------------ shapes
+    def output_shape(self, input_shape: Shape) -> Shape:
+        shape = tuple(input_shape)
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def _build(self, rng: np.random.Generator) -> None:
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            if isinstance(layer, WeightedMixin):
+                layer.init_hint = self._init_after(i)
+            layer.build(shape, rng, self.dtype)
+            shape = layer.out_shape
+
+    def _init_after(self, i: int) -> str:
+        """The initialisation the first activation after layer i asks for; Xavier when the
+        layer's output reaches another weighted layer or the scores without one."""
+        for layer in self.layers[i + 1 :]:
+            if layer.preferred_init:
+                return layer.preferred_init
+            if isinstance(layer, WeightedMixin):
+                break
+        return "xavier"
+
+    # -------------------------------------------------------------- parameters
+    def parameters(self) -> dict[str, Parameter]:
+        return {
+            f"{layer.name}.{key}": p
+            for layer in self.layers
+            for key, p in layer.parameters().items()
+        }
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        return {
+            f"{layer.name}.{key}": b for layer in self.layers for key, b in layer.buffers().items()
+        }
+
+    # ----------------------------------------------------------- forward/back
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        if not self.built:
+            raise RuntimeError(
+                "Sequential: not built. Pass input_shape=(C, H, W) when creating it, "
+                "or call build(input_shape)."
+            )
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        for layer in reversed(self.layers):
+            dy = layer.backward(dy)
+        return dy
+
+    # ------------------------------------------------------------- the lecture
+    def arithmetic(self, input_shape: Shape) -> str:
+        return f"{len(self.layers)} layers"
+
+    def explain(self, input_shape=None) -> str:
+        shape = tuple(self.input_shape if input_shape is None else input_shape)
+        parts = []
+        for layer in self.layers:
+            parts.append(layer.explain(shape))
+            shape = layer.output_shape(shape)
+        return "\n\n".join(parts)
+
+    def summary(self) -> str:
+        """One row per layer: output volume, parameters and the lecture's arithmetic."""
+        if not self.built:
+            raise RuntimeError("Sequential: summary() needs a built model (give input_shape).")
+        itemsize = self.dtype.itemsize
+        rows = [("Layer (type)", "Output", "Params", "Arithmetic")]
+        shape, activations = self.input_shape, 0
+        for layer in self.layers:
+            out = layer.out_shape
+            rows.append((f"{layer.name} ({layer.kind})", volume(out),
+                         f"{layer.count_params():,}", layer.arithmetic(shape)))
+            activations += int(np.prod(out))
+            shape = out
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+
+        def line(row):
+            name, out, params, text = row
+            return (f"{name:<{widths[0]}}  {out:<{widths[1]}}  {params:>{widths[2]}}  "
+                    f"{text}").rstrip()
+
+        body = [line(row) for row in rows[1:]]
+        rule = "─" * min(max(len(text) for text in body), 120)
+        table = [line(rows[0]), rule, *body]
+        total = self.count_params()
+        trainable = sum(p.size for p in self.parameters().values() if p.trainable)
+        table += [
+            rule,
+            f"Input: {volume(self.input_shape)} (H×W×D)   dtype: {self.dtype.name}",
+            f"Total params: {total:,} ({_bytes(total * itemsize)})"
+            + ("" if trainable == total else f"   trainable: {trainable:,}"),
+            f"Activations: {activations:,} values per sample ({_bytes(activations * itemsize)}"
+            f" forward; training keeps caches of similar size for backward)",
+        ]
+        return "\n".join(table)
+
+
+def _bytes(n: float) -> str:
+    unit = "B"
+    for bigger in ("KiB", "MiB", "GiB"):
+        if n < 1024:
+            break
+        n, unit = n / 1024, bigger
+    return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"

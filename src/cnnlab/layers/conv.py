@@ -1,0 +1,140 @@
+"""Convolution: local connectivity and weight sharing, as one GEMM on im2col rows."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnlab.core import Parameter, Shape
+from cnnlab.init import initialize
+from cnnlab.kernels import col2im, im2col
+from cnnlab.layers._window import WeightedMixin, WindowLayer, positive_int
+from cnnlab.shapes import param_formula
+
+
+class Conv2D(WeightedMixin, WindowLayer):
+    """2-D convolution (cross-correlation) as one GEMM on im2col rows.
+
+    Forward, sample n, filter k, output position (i, j):
+        y[n, k, i, j] = b[k] + Σ_{c,u,v} w[k, c, u, v] · x_pad[n, c, i·S + u, j·S + v]
+    As matrices, X_col = im2col(x) (N·H_out·W_out, C·F·F), W_mat = w.reshape(K, −1):
+        Y_mat = X_col · W_matᵀ + b
+    Backward:
+        dW_mat = dY_matᵀ · X_col     db = Σ_rows dY_mat     dx = col2im(dY_mat · W_mat)
+
+    Shape:
+        x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
+        unless fit="floor")    weight: (K, C, F, F)    bias: (K,)    parameters: (F·F·C + 1)·K
+
+    Args:
+        filters: K, the number of filters (output maps).
+        kernel_size: F, an int or a pair (F_h, F_w). Filters always span the full input depth C.
+        stride: S, an int or a pair.
+        padding: P, an int or a pair (zeros on both sides), "valid" (0) or "same":
+            H_out = ceil(H/S) for any stride, total pad (H_out − 1)·S + F − H split with the
+            odd extra row/column on the bottom/right (TensorFlow's rule).
+        bias: learn one bias per filter.
+        fit: "exact" refuses an output size that is not whole; "floor" drops the leftover
+            rows/columns, as PyTorch does.
+        init: "auto" (He before ReLU-like activations, Xavier before sigmoid/tanh), "he",
+            "he_uniform", "xavier", "xavier_normal" or "zeros". Biases start at zero.
+    """
+
+    def __init__(
+        self, filters: int, kernel_size, stride=1, padding=0, *, bias: bool = True,
+        fit: str = "exact", init: str = "auto",
+    ) -> None:
+        super().__init__(kernel_size, stride, padding, fit)
+        self.filters = positive_int(filters, "filters", self.kind)
+        self.use_bias = bool(bias)
+        self._set_init(init)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+
+    def config(self) -> dict:
+        return {
+            "filters": self.filters, "kernel_size": self.kernel_size, "stride": self.stride,
+            "padding": self.padding, "bias": self.use_bias, "fit": self.fit, "init": self.init,
+        }
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (self.filters, *self._spatial_out(self.window(input_shape)))
+
+    def _build(self, rng: np.random.Generator) -> None:
+        c = self.input_shape[0]
+        self.win = self.window(self.input_shape)
+        kh, kw = self.win.kernel
+        shape = (self.filters, c, kh, kw) if self.ndim == 2 else (self.filters, c, kw)
+        self.weight = Parameter(initialize(
+            self.resolved_init(), rng, shape, c * kh * kw, self.filters * kh * kw, self.dtype
+        ))
+        self.bias = Parameter(np.zeros(self.filters, self.dtype)) if self.use_bias else None
+
+    def parameters(self) -> dict[str, Parameter]:
+        if self.weight is None:
+            return {}
+        return {"weight": self.weight, **({"bias": self.bias} if self.bias else {})}
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        x_col = im2col(self._to_2d(x), kh, kw, stride, pad)
+        y_mat = x_col @ self.weight.data.reshape(self.filters, -1).T
+        if self.bias is not None:
+            y_mat += self.bias.data
+        h_out, w_out = self.win.out
+        y = y_mat.reshape(x.shape[0], h_out, w_out, self.filters).transpose(0, 3, 1, 2)
+        if training:
+            self._cache = (x_col, x.shape[0])
+        return self._from_2d(y)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x_col, n = self._take_cache()
+        dy = self._check_grad(dy, (n, *self.out_shape))
+        dy_mat = self._to_2d(dy).transpose(0, 2, 3, 1).reshape(-1, self.filters)
+        w_mat = self.weight.data.reshape(self.filters, -1)
+        self.weight.grad = (dy_mat.T @ x_col).reshape(self.weight.data.shape)
+        if self.bias is not None:
+            self.bias.grad = dy_mat.sum(axis=0)
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
+        return self._from_2d(col2im(dy_mat @ w_mat, x_shape, kh, kw, stride, pad))
+
+    # ------------------------------------------------------------- the lecture
+    def _requires(self) -> str:
+        plural = "s" if self.filters != 1 else ""
+        return f"K = {self.filters} filter{plural}, " + super()._requires()
+
+    def _depth(self, input_shape: Shape) -> str:
+        return f"D2 = K = {self.filters}"
+
+    def _unit(self, input_shape: Shape) -> list[int]:
+        """The weights of one filter: F·F·D1 (F·D1 in 1-D)."""
+        return [*self.kernel_size, input_shape[0]] if self.ndim == 2 else [
+            self.kernel_size, input_shape[0]]
+
+    def _param_lines(self, input_shape: Shape) -> list[str]:
+        unit = self._unit(input_shape)
+        per_filter = "·".join(map(str, unit))
+        symbols = "F·F·D1" if self.ndim == 2 else "F·D1"
+        bias = f", plus K = {self.filters} biases" if self.use_bias else " (no bias)"
+        return [
+            f"weights: {symbols} = {per_filter} = {int(np.prod(unit))} per filter, shared by "
+            f"every output position{bias}",
+            f"parameters: {param_formula(unit, self.use_bias, [self.filters])}",
+        ]
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        formula = param_formula(self._unit(input_shape), self.use_bias, [self.filters])
+        return f"{self.window(input_shape).formulas()};  params = {formula}"
+
+
+class Conv1D(Conv2D):
+    """1-D convolution over sequences: Conv2D with height 1 (same formulas, W axis only).
+
+    Shape:
+        x: (N, C, L)    y: (N, K, L_out),  L_out = (L − F + 2P)/S + 1
+        weight: (K, C, F)    bias: (K,)    parameters: (F·C + 1)·K
+    kernel_size, stride and padding are ints ("same" and "valid" as in Conv2D).
+    """
+
+    ndim = 1

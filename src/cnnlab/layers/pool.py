@@ -1,0 +1,135 @@
+"""Pooling: smaller, more manageable representations, each activation map on its own."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnlab import kernels
+from cnnlab.core import Layer, Shape, ShapeError
+from cnnlab.layers._window import WindowLayer
+
+
+class _Pool(WindowLayer):
+    limit_padding = True
+
+    def __init__(self, kernel_size, stride=None, padding=0, fit: str = "exact") -> None:
+        super().__init__(kernel_size, kernel_size if stride is None else stride, padding, fit)
+
+    def config(self) -> dict:
+        return {"kernel_size": self.kernel_size, "stride": self.stride,
+                "padding": self.padding, "fit": self.fit}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return (input_shape[0], *self._spatial_out(self.window(input_shape)))
+
+    def _build(self, rng: np.random.Generator) -> None:
+        self.win = self.window(self.input_shape)
+
+    def _x2d_shape(self, n: int) -> tuple[int, int, int, int]:
+        return n, self.input_shape[0], self.win.h.size, self.win.w.size
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        return self.window(input_shape).formulas(show_zero_pad=False) + ";  params = 0"
+
+
+class MaxPool2D(_Pool):
+    """Max pooling: the largest value of each F×F window, per channel.
+
+    Forward:   y[n, c, i, j] = max_{u,v} x_pad[n, c, i·S + u, j·S + v]   (padding is −∞)
+    Backward:  dx gets dy[n, c, i, j] at the argmax of window (i, j); overlapping windows add.
+
+    Shape:
+        x: (N, C, H, W)    y: (N, C, H_out, W_out),  H_out = (H − F + 2P)/S + 1
+        no parameters: a fixed function of the input.
+    Args:
+        kernel_size: F, int or pair.  stride: S, defaults to F (non-overlapping windows).
+        padding: int or pair, at most F/2, or "same"/"valid".  fit: "exact" or "floor".
+    """
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        y, arg = kernels.maxpool_forward(self._to_2d(x), kh, kw, stride, pad)
+        if training:
+            self._cache = arg
+        return self._from_2d(y)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        arg = self._take_cache()
+        dy = self._check_grad(dy, (arg.shape[0], *self.out_shape))
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        return self._from_2d(kernels.maxpool_backward(
+            self._to_2d(dy), arg, self._x2d_shape(arg.shape[0]), kh, kw, stride, pad
+        ))
+
+
+class AvgPool2D(_Pool):
+    """Average pooling: the mean of each F×F window, per channel.
+
+    Forward:   y[n, c, i, j] = (1/F²) Σ_{u,v} x_pad[n, c, i·S + u, j·S + v]
+               (zero padding counts in the mean, as PyTorch's count_include_pad=True)
+    Backward:  every position of window (i, j) gets dy[n, c, i, j]/F²; overlapping windows add.
+
+    Shape: as MaxPool2D; no parameters.
+    """
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        if training:
+            self._cache = x.shape[0]
+        return self._from_2d(kernels.avgpool_forward(self._to_2d(x), kh, kw, stride, pad))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        n = self._take_cache()
+        dy = self._check_grad(dy, (n, *self.out_shape))
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        return self._from_2d(kernels.avgpool_backward(
+            self._to_2d(dy), self._x2d_shape(n), kh, kw, stride, pad
+        ))
+
+
+class MaxPool1D(MaxPool2D):
+    """Max pooling over sequences (N, C, L) → (N, C, L_out), L_out = (L − F + 2P)/S + 1."""
+
+    ndim = 1
+
+
+class AvgPool1D(AvgPool2D):
+    """Average pooling over sequences (N, C, L) → (N, C, L_out), L_out = (L − F + 2P)/S + 1."""
+
+    ndim = 1
+
+
+class GlobalAvgPool2D(Layer):
+    """The mean of each whole activation map: one number per channel.
+
+    Forward:   y[n, c] = (1/(H·W)) Σ_{i,j} x[n, c, i, j]
+    Backward:  dx[n, c, i, j] = dy[n, c]/(H·W)
+    Shape: x: (N, C, H, W) → y: (N, C); no parameters.
+    """
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) != 3:
+            raise ShapeError(
+                f"{self.label}: expects per-sample input (C, H, W). "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        return (input_shape[0],)
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        if training:
+            self._cache = x.shape[0]
+        return x.mean(axis=(2, 3))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        n = self._take_cache()
+        dy = self._check_grad(dy, (n, *self.out_shape))
+        c, h, w = self.input_shape
+        share = dy / dy.dtype.type(h * w)
+        return np.broadcast_to(share[:, :, None, None], (n, c, h, w)).copy()
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        c, h, w = input_shape
+        return f"mean over {h}×{w} per channel → {c};  params = 0"
