@@ -1,6 +1,6 @@
 """Every layer family, one module each."""
 
-from cnnlab.layers.activation import ELU, PReLU, ReLU, LeakyReLU, Maxout, Sigmoid, Swish, Tanh
+from cnnlab.layers.activation import ELU, LeakyReLU, Maxout, PReLU, ReLU, Sigmoid, Swish, Tanh
 from cnnlab.layers.containers import Sequential
 from cnnlab.layers.conv import Conv1D, Conv2D
 from cnnlab.layers.dense import Dense, Flatten

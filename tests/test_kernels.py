@@ -1,0 +1,90 @@
+"""The stride-playing kernels against naive loops, independently of any layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cnnlab.kernels import (
+    avgpool_backward,
+    avgpool_forward,
+    col2im,
+    im2col,
+    maxpool_backward,
+    maxpool_forward,
+)
+
+WINDOWS = [(3, 3, 1, 0), (3, 3, 2, 1), (2, 2, 2, 0), (5, 5, 3, 2), (2, 3, 1, 1), (1, 1, 2, 0)]
+
+
+def naive_im2col(x, kh, kw, s, p):
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    h_out, w_out = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
+    rows = []
+    for i in range(n):
+        for r in range(h_out):
+            for q in range(w_out):
+                rows.append(xp[i, :, r * s : r * s + kh, q * s : q * s + kw].ravel())
+    return np.array(rows)
+
+
+@pytest.mark.parametrize("kh, kw, stride, padding", WINDOWS)
+def test_im2col_matches_a_naive_loop(kh, kw, stride, padding, rng):
+    x = rng.standard_normal((2, 3, 8, 7))
+    np.testing.assert_array_equal(
+        im2col(x, kh, kw, stride, padding), naive_im2col(x, kh, kw, stride, padding)
+    )
+
+
+@pytest.mark.parametrize("kh, kw, stride, padding", WINDOWS)
+def test_col2im_is_the_adjoint_of_im2col(kh, kw, stride, padding, rng):
+    # <im2col(x), c> == <x, col2im(c)> for all x, c  ⇔  col2im is im2col's backward
+    x = rng.standard_normal((2, 3, 8, 7))
+    cols = im2col(x, kh, kw, stride, padding)
+    c = rng.standard_normal(cols.shape)
+    assert np.isclose(np.sum(cols * c), np.sum(x * col2im(c, x.shape, kh, kw, stride, padding)))
+
+
+def test_asymmetric_padding_pads_the_named_sides(rng):
+    x = rng.standard_normal((1, 1, 3, 3))
+    cols = im2col(x, 2, 2, 1, ((0, 1), (1, 0)))  # bottom row and left column of zeros
+    assert cols.shape == (3 * 3, 4)
+    np.testing.assert_array_equal(cols[0], [0, x[0, 0, 0, 0], 0, x[0, 0, 1, 0]])
+    np.testing.assert_array_equal(cols[-1], [x[0, 0, 2, 1], x[0, 0, 2, 2], 0, 0])
+
+
+def naive_pool(x, k, s, p, reduce, fill):
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)), constant_values=fill)
+    h_out, w_out = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    y = np.empty((n, c, h_out, w_out))
+    for r in range(h_out):
+        for q in range(w_out):
+            y[:, :, r, q] = reduce(xp[:, :, r * s : r * s + k, q * s : q * s + k], axis=(2, 3))
+    return y
+
+
+@pytest.mark.parametrize("k, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+def test_pools_match_naive_loops(k, stride, padding, rng):
+    x = rng.standard_normal((2, 3, 7, 8))
+    y, arg = maxpool_forward(x, k, k, stride, padding)
+    np.testing.assert_array_equal(y, naive_pool(x, k, stride, padding, np.max, -np.inf))
+    np.testing.assert_allclose(
+        avgpool_forward(x, k, k, stride, padding), naive_pool(x, k, stride, padding, np.mean, 0)
+    )
+    # backward: the adjoint identity <pool'(x)·dx, dy> = <dx_route, x-shaped> on random dy
+    dy = rng.standard_normal(y.shape)
+    dx = maxpool_backward(dy, arg, x.shape, k, k, stride, padding)
+    assert np.isclose(dx.sum(), dy.sum())  # every dy lands on exactly one input (no padding wins)
+    da = avgpool_backward(dy, x.shape, k, k, stride, padding)
+    x2 = rng.standard_normal(x.shape)
+    assert np.isclose(np.sum(avgpool_forward(x2, k, k, stride, padding) * dy), np.sum(x2 * da))
+
+
+def test_maxpool_routes_gradient_to_the_argmax():
+    x = np.array([[[[1.0, 5.0], [3.0, 2.0]]]])
+    y, arg = maxpool_forward(x, 2, 2, 2, 0)
+    assert y.item() == 5.0
+    dx = maxpool_backward(np.array([[[[7.0]]]]), arg, x.shape, 2, 2, 2, 0)
+    np.testing.assert_array_equal(dx, [[[[0, 7.0], [0, 0]]]])
