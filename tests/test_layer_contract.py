@@ -57,6 +57,9 @@ CASES = [
     (lambda: cl.Swish(2.0), (6,)),
     (lambda: cl.Maxout(2), (4, 3, 3)),
     (lambda: cl.Maxout(3), (6,)),
+    (lambda: cl.BatchNorm2D(), (3, 4, 5)),
+    (lambda: cl.BatchNorm1D(), (5,)),
+    (lambda: cl.BatchNorm1D(), (3, 6)),
     (lambda: cl.Sequential([cl.Conv2D(3, 3, padding=1), cl.ReLU(), cl.MaxPool2D(2),
                             cl.Flatten(), cl.Dense(4), cl.Tanh(), cl.Dense(3)]), (2, 6, 6)),
 ]

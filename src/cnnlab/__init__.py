@@ -11,9 +11,12 @@ from cnnlab.layers import (
     ELU,
     AvgPool1D,
     AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
     Conv1D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
     GlobalAvgPool2D,
     LeakyReLU,
@@ -34,7 +37,8 @@ from cnnlab.losses import MulticlassSVM, SoftmaxCrossEntropy
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU", "AvgPool1D", "AvgPool2D", "Conv1D", "Conv2D", "DataError", "Dense", "Flatten",
+    "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Conv1D", "Conv2D",
+    "DataError", "Dense", "Dropout", "Flatten",
     "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocallyConnected1D", "LocallyConnected2D",
     "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM", "PReLU", "Parameter",
     "ReLU", "Sequential", "ShapeError", "Sigmoid", "SoftmaxCrossEntropy", "Swish", "Tanh",

@@ -1,0 +1,64 @@
+"""Dropout: during training each value is zeroed at random, the survivors scaled up to keep the mean."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from cnnlab.core import Layer, Shape
+
+
+class Dropout(Layer):
+    """Inverted dropout: each value is dropped with probability p = rate, independently.
+
+    Forward (training):  mask ~ Bernoulli(1 − p) per value,  y = x · mask/(1 − p)  (E[y] = x)
+    Forward (inference): y = x
+    Backward:            dx = dy · mask/(1 − p), with the mask of the training forward.
+
+    Shape: x: (N, *dims) → y: same; no parameters.
+    Randomness: `build` spawns the layer's own Generator, `self.rng`, from the model's, so a model
+    built with a seed draws the same masks; `rng.bit_generator.state` saves and restores it.
+    Args:
+        rate: p, the probability of dropping a value, 0 ≤ p < 1 (0 keeps everything).
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(
+                "Dropout: rate is the probability of dropping a value and must be a number in "
+                f"[0, 1). Received: rate={rate!r}"
+            )
+        self.rate = float(rate)
+        self.rng: np.random.Generator | None = None
+
+    def config(self) -> dict:
+        return {"rate": self.rate}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def _build(self, rng: np.random.Generator) -> None:
+        # a child stream: draws nothing from `rng`, so the other layers' weights don't change
+        self.rng = rng.spawn(1)[0]
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        if not training:
+            return x
+        mask = self.rng.random(x.shape) >= self.rate  # P(keep) = 1 − rate; bool: 1 byte a value
+        self._cache = mask
+        y = x * mask
+        y /= 1 - self.rate
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        mask = self._take_cache()
+        dx = self._check_grad(dy, mask.shape) * mask
+        dx /= 1 - self.rate
+        return dx
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        p = self.rate
+        return f"drop with p = {p:g}, keep ×1/(1 − {p:g}) = {1 / (1 - p):.3g} (training only)"

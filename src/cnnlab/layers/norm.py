@@ -1,0 +1,148 @@
+"""Batch normalisation: each channel standardised with its batch statistics, then scaled and shifted.
+
+Statistics are taken per channel c over every axis but the channel axis: the batch and, for
+images and sequences, the positions. M is their count: N·H·W (2-D), N·L or N (1-D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnlab.core import Layer, Parameter, Shape, ShapeError
+
+
+class _BatchNorm(Layer):
+    """What BatchNorm2D and BatchNorm1D share; they differ only in the input ranks they take.
+
+    Forward (training), per channel c over its M values:
+        μ = (1/M)·Σ x      σ² = (1/M)·Σ (x − μ)²      σ = √(σ² + ε)
+        x̂ = (x − μ)/σ      y = γ·x̂ + β
+        running_mean ← (1 − momentum)·running_mean + momentum·μ
+        running_var  ← (1 − momentum)·running_var  + momentum·σ²·M/(M − 1)   (unbiased, as PyTorch)
+    Forward (inference): y = γ·(x − running_mean)/√(running_var + ε) + β; the buffers are untouched.
+    Backward (after a training forward), sums per channel over its M values:
+        dγ = Σ dy·x̂      dβ = Σ dy
+        dx = (γ/σ)/M · (M·dy − Σ dy − x̂·Σ (dy·x̂))
+
+    Shape: y has the shape of x;  weight γ: (C,), ones;  bias β: (C,), zeros;  parameters: 2·C.
+    Buffers (saved with the model, not learned): running_mean (C,), zeros; running_var (C,), ones.
+    Args:
+        momentum: weight of the new batch in the running statistics (PyTorch's meaning).
+        eps: ε added to the variance before the square root.
+    """
+
+    #: the per-sample shapes accepted, and for each rank what the statistics run over
+    expected = ""
+    over: dict[int, str] = {}
+    hint = ""
+
+    def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
+        super().__init__()
+        if isinstance(momentum, bool) or not 0 <= momentum <= 1:
+            raise ValueError(f"{self.kind}: momentum must be in [0, 1]. Received: momentum={momentum!r}")
+        if isinstance(eps, bool) or not eps > 0:
+            raise ValueError(f"{self.kind}: eps must be > 0. Received: eps={eps!r}")
+        self.momentum = float(momentum)
+        self.eps = float(eps)
+        self.weight: Parameter | None = None
+        self.bias: Parameter | None = None
+        self.running_mean: np.ndarray | None = None
+        self.running_var: np.ndarray | None = None
+
+    def config(self) -> dict:
+        return {"momentum": self.momentum, "eps": self.eps}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        if len(input_shape) not in self.over:
+            raise ShapeError(
+                f"{self.label}: expects per-sample input {self.expected}. "
+                f"Received: input_shape={tuple(input_shape)}.{self.hint}"
+            )
+        return tuple(input_shape)
+
+    def _build(self, rng: np.random.Generator) -> None:
+        c = self.input_shape[0]
+        self.weight = Parameter(np.ones(c, self.dtype))
+        self.bias = Parameter(np.zeros(c, self.dtype))
+        self.running_mean = np.zeros(c, self.dtype)
+        self.running_var = np.ones(c, self.dtype)
+
+    def parameters(self) -> dict[str, Parameter]:
+        return {} if self.weight is None else {"weight": self.weight, "bias": self.bias}
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        # the arrays themselves: a loader writes into them in place, and so does forward
+        if self.running_mean is None:
+            return {}
+        return {"running_mean": self.running_mean, "running_var": self.running_var}
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        per_channel = (1, -1, *([1] * (x.ndim - 2)))  # broadcasts (C,) over (N, C, ...)
+        gamma, beta = self.weight.data.reshape(per_channel), self.bias.data.reshape(per_channel)
+        if not training:
+            scale = gamma / np.sqrt(self.running_var.reshape(per_channel) + self.eps)
+            return (x - self.running_mean.reshape(per_channel)) * scale + beta
+
+        axes = (0, *range(2, x.ndim))
+        m = x.size // x.shape[1]
+        if m < 2:
+            raise ValueError(
+                f"{self.label}: a training forward needs more than 1 value per channel to estimate "
+                f"the batch variance. Received: x.shape={x.shape} ({m} value per channel). Use a "
+                "batch of 2 or more samples, or forward(x, training=False) for inference."
+            )
+        mean = x.mean(axis=axes, keepdims=True)
+        centered = x - mean
+        var = np.mean(centered * centered, axis=axes, keepdims=True)  # biased: normalises
+        inv_std = 1 / np.sqrt(var + self.eps)
+        x_hat = centered * inv_std
+        # in place: the buffers stay the arrays that buffers() handed out
+        self.running_mean *= 1 - self.momentum
+        self.running_mean += self.momentum * mean.reshape(-1)
+        self.running_var *= 1 - self.momentum
+        self.running_var += self.momentum * var.reshape(-1) * (m / (m - 1))
+        self._cache = (x_hat, inv_std)
+        return x_hat * gamma + beta
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        x_hat, inv_std = self._take_cache()
+        dy = self._check_grad(dy, x_hat.shape)
+        axes = (0, *range(2, x_hat.ndim))
+        m = x_hat.size // x_hat.shape[1]
+        dbeta = dy.sum(axis=axes, keepdims=True)
+        dgamma = np.sum(dy * x_hat, axis=axes, keepdims=True)
+        self.weight.grad = dgamma.reshape(-1)
+        self.bias.grad = dbeta.reshape(-1)
+        gamma = self.weight.data.reshape(dbeta.shape)
+        return (gamma * inv_std / m) * (m * dy - dbeta - x_hat * dgamma)
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        c, over = input_shape[0], self.over.get(len(input_shape), "N")
+        return f"normalise per channel over {over}; params = 2·C = {2 * c} (γ, β), buffers 2·C"
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of images, statistics per channel over N, H, W (M = N·H·W).
+
+    Forward and backward: as _BatchNorm above.
+    Shape: x: (N, C, H, W) → y: same;  weight, bias, running_mean, running_var: (C,);  parameters: 2·C.
+    """
+
+    expected = "(C, H, W)"
+    over = {3: "N·H·W"}
+    hint = " Use BatchNorm1D for (C,) or (C, L) inputs."
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of features (N, C), per feature over N (M = N), or of sequences
+    (N, C, L), per channel over N, L (M = N·L), as PyTorch's BatchNorm1d.
+
+    Forward and backward: as _BatchNorm above.
+    Shape: x: (N, C) or (N, C, L) → y: same;  weight, bias, running_mean, running_var: (C,);
+    parameters: 2·C.
+    """
+
+    expected = "(C,) or (C, L)"
+    over = {1: "N", 2: "N·L"}
+    hint = " Use BatchNorm2D for (C, H, W) inputs."
