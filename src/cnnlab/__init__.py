@@ -6,7 +6,9 @@
     print(model.summary())
 """
 
+from cnnlab import data, optim, zoo  # noqa: E402  (after the layers they build on)
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
+from cnnlab.io import load, save
 from cnnlab.layers import (
     ELU,
     AvgPool1D,
@@ -33,6 +35,7 @@ from cnnlab.layers import (
     Tanh,
 )
 from cnnlab.losses import MulticlassSVM, SoftmaxCrossEntropy
+from cnnlab.train import Callback, EarlyStopping, History, evaluate, fit, lr_find, predict
 
 __version__ = "0.1.0"
 
@@ -42,4 +45,6 @@ __all__ = [
     "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocallyConnected1D", "LocallyConnected2D",
     "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM", "PReLU", "Parameter",
     "ReLU", "Sequential", "ShapeError", "Sigmoid", "SoftmaxCrossEntropy", "Swish", "Tanh",
+    "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
+    "predict", "save", "zoo",
 ]

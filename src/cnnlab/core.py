@@ -130,6 +130,10 @@ class Layer:
     def count_params(self) -> int:
         return sum(p.size for p in self.parameters().values())
 
+    def sublayers(self) -> list[Layer]:
+        """The layers a container holds (empty for a plain layer)."""
+        return []
+
     # ------------------------------------------------------------- the lecture
     def arithmetic(self, input_shape: Shape) -> str:
         """One line of the summary: the lecture's arithmetic with this layer's numbers."""
@@ -210,6 +214,14 @@ class Layer:
                 f"Received: dy.shape={dy.shape}"
             )
         return dy
+
+
+def walk(layer: Layer, prefix: str = ""):
+    """Every layer inside `layer`, depth first, with its qualified name ("sequential_1.conv2d_1")."""
+    for child in layer.sublayers():
+        name = f"{prefix}{child.name}"
+        yield name, child
+        yield from walk(child, name + ".")
 
 
 def volume(shape: Sequence[int]) -> str:

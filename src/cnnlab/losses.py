@@ -11,6 +11,12 @@ import numpy as np
 from cnnlab.core import DataError, ShapeError
 
 
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """p[n, k] = e^(s[n, k] − max_j s[n, j]) / Σ_j e^(s[n, j] − max_j s[n, j]) (never overflows)."""
+    e = np.exp(scores - scores.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
 class Loss:
     def __init__(self) -> None:
         self._cache: object = None

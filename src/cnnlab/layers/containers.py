@@ -43,6 +43,9 @@ class Sequential(Layer):
             seen.add(id(layer))
         self._name_layers()
         self.seed = seed
+        #: what a file keeps beside the weights: the input preprocessing and the class names
+        self.preprocess = None
+        self.class_names: list[str] | None = None
         if input_shape is not None:
             self.build(input_shape, np.random.default_rng(seed), dtype)
 
@@ -55,6 +58,9 @@ class Sequential(Layer):
 
     def config(self) -> dict:
         return {"layers": [{"type": layer.kind, **layer.config()} for layer in self.layers]}
+
+    def sublayers(self) -> list[Layer]:
+        return self.layers
 
     def __len__(self) -> int:
         return len(self.layers)
@@ -114,10 +120,67 @@ class Sequential(Layer):
             x = layer.forward(x, training=training)
         return x
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        for layer in reversed(self.layers):
+    def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Fills every trainable .grad and returns dL/dx. With input_grad=False (what the
+        training loop asks) it stops after the first layer that has trainable parameters:
+        frozen layers below it do no gradient work, and None is returned."""
+        layers = self.layers
+        if not input_grad:
+            first = next((i for i, layer in enumerate(layers) if _trainable(layer)), len(layers))
+            layers = layers[first:]
+            for layer in self.layers[:first]:
+                layer._cache = None
+        for layer in reversed(layers):
             dy = layer.backward(dy)
-        return dy
+        return dy if input_grad else None
+
+    # -------------------------------------------------------- transfer learning
+    def freeze(self, up_to: int | str | None = None) -> Sequential:
+        """Freezes the parameters of the layers before `up_to` (an index or a layer name;
+        None: every layer). Frozen parameters get no gradient and no update."""
+        stop = len(self.layers) if up_to is None else self._position(up_to)
+        for i, layer in enumerate(self.layers):
+            for p in layer.parameters().values():
+                p.trainable = i >= stop
+        return self
+
+    def unfreeze(self) -> Sequential:
+        for p in self.parameters().values():
+            p.trainable = True
+        return self
+
+    def replace_head(self, num_classes: int, *, seed: int = 0) -> Sequential:
+        """Replaces the last Dense layer by a new one with `num_classes` units (He/Xavier
+        from `seed`), keeping every other layer: the first step of transfer learning."""
+        from cnnlab.layers.dense import Dense
+
+        i = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
+        if i is None:
+            raise ValueError("replace_head: the model has no Dense layer to replace.")
+        old = self.layers[i]
+        if any(isinstance(layer, WeightedMixin) for layer in self.layers[i + 1 :]):
+            raise ValueError(f"replace_head: {old.label} is not the last weighted layer.")
+        head = Dense(num_classes, bias=old.use_bias, init=old.init)
+        head.name, head.index, head.init_hint = old.name, old.index, old.init_hint
+        head.build(old.input_shape, np.random.default_rng(seed), self.dtype)
+        self.layers[i] = head
+        shape = head.out_shape
+        for layer in self.layers[i + 1 :]:
+            layer.build(shape, np.random.default_rng(seed), self.dtype)
+            shape = layer.out_shape
+        self.out_shape = shape
+        self.class_names = None
+        return self
+
+    def _position(self, key: int | str) -> int:
+        if isinstance(key, str):
+            names = [layer.name for layer in self.layers]
+            if key not in names:
+                raise ValueError(f"no layer named {key!r}; the layers are {', '.join(names)}")
+            return names.index(key)
+        if not -len(self.layers) <= key <= len(self.layers):
+            raise ValueError(f"layer index {key} is out of range for {len(self.layers)} layers")
+        return key % (len(self.layers) + 1) if key >= 0 else key + len(self.layers)
 
     # ------------------------------------------------------------- the lecture
     def arithmetic(self, input_shape: Shape) -> str:
@@ -165,6 +228,10 @@ class Sequential(Layer):
             f" forward; training keeps caches of similar size for backward)",
         ]
         return "\n".join(table)
+
+
+def _trainable(layer: Layer) -> bool:
+    return any(p.trainable for p in layer.parameters().values())
 
 
 def _bytes(n: float) -> str:

@@ -1,0 +1,8 @@
+"""Datasets, preprocessing, mini-batches and augmentation."""
+
+from cnnlab.data import transforms
+from cnnlab.data.datasets import DEFAULT, class_names, is_available, load, locate
+from cnnlab.data.loader import Loader, Preprocess
+
+__all__ = ["DEFAULT", "Loader", "Preprocess", "class_names", "is_available", "load", "locate",
+           "transforms"]

@@ -1,0 +1,126 @@
+"""Preprocessing and mini-batches.
+
+Every random choice of an epoch (the order of the samples, the augmentation of each batch) is
+drawn from a Generator seeded by (seed, epoch, batch), so a run resumed in the middle of an
+epoch sees exactly the batches the uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+
+from cnnlab.core import DataError
+
+
+class Preprocess:
+    """uint8 images → float32 network input, per channel c:  x̂ = (x·scale − mean[c]) / std[c].
+
+    `Preprocess.fit(x_train)` measures mean and std on the training set; the model keeps the
+    result (`model.preprocess`) so evaluation and prediction apply the same numbers.
+    """
+
+    def __init__(self, mean, std, scale: float = 1 / 255) -> None:
+        self.mean = np.asarray(mean, np.float32).reshape(-1)
+        self.std = np.asarray(std, np.float32).reshape(-1)
+        if self.mean.shape != self.std.shape or np.any(self.std <= 0):
+            raise ValueError(
+                f"Preprocess: mean and std need one value per channel, std > 0. "
+                f"Received: mean={self.mean.tolist()}, std={self.std.tolist()}"
+            )
+        self.scale = float(scale)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, scale: float = 1 / 255) -> Preprocess:
+        """Per-channel mean and standard deviation of x·scale over samples and pixels."""
+        if x.ndim < 2 or len(x) == 0:
+            raise DataError(f"Preprocess.fit: need a non-empty batch (N, C, ...). Received: {x.shape}")
+        axes = (0, *range(2, x.ndim))
+        total, squares, count = 0.0, 0.0, 0
+        for start in range(0, len(x), 8192):  # float64 sums in chunks: exact enough, bounded memory
+            chunk = x[start : start + 8192].astype(np.float64) * scale
+            total = total + chunk.sum(axis=axes)
+            squares = squares + (chunk * chunk).sum(axis=axes)
+            count += chunk.size // chunk.shape[1]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
+        return cls(mean, np.where(std > 0, std, 1.0), scale)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim < 2 or x.shape[1] != self.mean.size:
+            raise DataError(
+                f"Preprocess: expected images (N, {self.mean.size}, ...) with {self.mean.size} "
+                f"channel(s). Received: shape={x.shape}"
+            )
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        scale = (self.scale / self.std).reshape(shape)
+        shift = (self.mean / self.std).reshape(shape)
+        return (x.astype(np.float32) * scale - shift).astype(np.float32, copy=False)
+
+    def config(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "scale": self.scale}
+
+    def __repr__(self) -> str:
+        return f"Preprocess(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()})"
+
+
+Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+class Loader:
+    """Mini-batches (x, y) of a dataset: every sample once per epoch, the last batch partial
+    unless drop_last.
+
+    Args:
+        x: (N, C, H, W) images (uint8 or float), y: (N,) integer labels.
+        batch_size: samples per batch.  shuffle: a new order each epoch, from (seed, epoch).
+        preprocess: applied to each batch (e.g. a `Preprocess`), before `transform`.
+        transform: augmentation `transform(batch, rng) -> batch`, training only.
+    """
+
+    def __init__(
+        self, x: np.ndarray, y: np.ndarray, batch_size: int = 128, *, shuffle: bool = False,
+        seed: int = 0, preprocess: Callable | None = None, transform: Transform | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        x, y = np.asarray(x), np.asarray(y)
+        if len(x) == 0:
+            raise DataError("Loader: the dataset is empty (0 samples).")
+        if y.ndim != 1 or len(y) != len(x):
+            raise DataError(f"Loader: need one label per image: x has {len(x)} samples, "
+                            f"y has shape {y.shape}.")
+        if y.dtype.kind not in "iu":
+            raise DataError(f"Loader: labels must be integers. Received: dtype={y.dtype}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"Loader: batch_size must be a positive int. Received: {batch_size!r}")
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.preprocess, self.transform = preprocess, transform
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(len(self.x))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.x))
+
+    def batches(self, epoch: int = 0, start: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The batches of `epoch`, from batch number `start` on."""
+        order = self.order(epoch)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.shuffle:
+                idx = np.sort(idx)  # the same set, read in memory order: faster gathers
+            xb, yb = self.x[idx], self.y[idx]
+            if self.preprocess is not None:
+                xb = self.preprocess(xb)
+            if self.transform is not None:
+                xb = self.transform(xb, np.random.default_rng([self.seed, epoch, b, 1]))
+            yield xb, yb
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.batches(0)
