@@ -18,6 +18,7 @@ WINDOWS = [(3, 3, 1, 0), (3, 3, 2, 1), (2, 2, 2, 0), (5, 5, 3, 2), (2, 3, 1, 1),
 
 
 def naive_im2col(x, kh, kw, s, p):
+    """Rows of windows (N·H_out·W_out, C·kh·kw), row (n, i, j): the transpose of im2col."""
     n, c, h, w = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
     h_out, w_out = (h + 2 * p - kh) // s + 1, (w + 2 * p - kw) // s + 1
@@ -33,7 +34,7 @@ def naive_im2col(x, kh, kw, s, p):
 def test_im2col_matches_a_naive_loop(kh, kw, stride, padding, rng):
     x = rng.standard_normal((2, 3, 8, 7))
     np.testing.assert_array_equal(
-        im2col(x, kh, kw, stride, padding), naive_im2col(x, kh, kw, stride, padding)
+        im2col(x, kh, kw, stride, padding), naive_im2col(x, kh, kw, stride, padding).T
     )
 
 
@@ -48,7 +49,7 @@ def test_col2im_is_the_adjoint_of_im2col(kh, kw, stride, padding, rng):
 
 def test_asymmetric_padding_pads_the_named_sides(rng):
     x = rng.standard_normal((1, 1, 3, 3))
-    cols = im2col(x, 2, 2, 1, ((0, 1), (1, 0)))  # bottom row and left column of zeros
+    cols = im2col(x, 2, 2, 1, ((0, 1), (1, 0))).T  # bottom row and left column of zeros
     assert cols.shape == (3 * 3, 4)
     np.testing.assert_array_equal(cols[0], [0, x[0, 0, 0, 0], 0, x[0, 0, 1, 0]])
     np.testing.assert_array_equal(cols[-1], [x[0, 0, 2, 1], x[0, 0, 2, 2], 0, 0])
@@ -68,14 +69,14 @@ def naive_pool(x, k, s, p, reduce, fill):
 @pytest.mark.parametrize("k, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
 def test_pools_match_naive_loops(k, stride, padding, rng):
     x = rng.standard_normal((2, 3, 7, 8))
-    y, arg = maxpool_forward(x, k, k, stride, padding)
+    y = maxpool_forward(x, k, k, stride, padding)
     np.testing.assert_array_equal(y, naive_pool(x, k, stride, padding, np.max, -np.inf))
     np.testing.assert_allclose(
         avgpool_forward(x, k, k, stride, padding), naive_pool(x, k, stride, padding, np.mean, 0)
     )
     # backward: the adjoint identity <pool'(x)·dx, dy> = <dx_route, x-shaped> on random dy
     dy = rng.standard_normal(y.shape)
-    dx = maxpool_backward(dy, arg, x.shape, k, k, stride, padding)
+    dx = maxpool_backward(dy, x, y, k, k, stride, padding)
     assert np.isclose(dx.sum(), dy.sum())  # every dy lands on exactly one input (no padding wins)
     da = avgpool_backward(dy, x.shape, k, k, stride, padding)
     x2 = rng.standard_normal(x.shape)
@@ -84,7 +85,22 @@ def test_pools_match_naive_loops(k, stride, padding, rng):
 
 def test_maxpool_routes_gradient_to_the_argmax():
     x = np.array([[[[1.0, 5.0], [3.0, 2.0]]]])
-    y, arg = maxpool_forward(x, 2, 2, 2, 0)
+    y = maxpool_forward(x, 2, 2, 2, 0)
     assert y.item() == 5.0
-    dx = maxpool_backward(np.array([[[[7.0]]]]), arg, x.shape, 2, 2, 2, 0)
+    dx = maxpool_backward(np.array([[[[7.0]]]]), x, y, 2, 2, 2, 0)
     np.testing.assert_array_equal(dx, [[[[0, 7.0], [0, 0]]]])
+
+
+@pytest.mark.parametrize(
+    "size, stride, expected",
+    [
+        (4, 2, [[1, 0, 1, 0], [0, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]),
+        (3, 1, [[1, 1, 0], [1, 1, 0], [0, 0, 0]]),
+    ],
+)
+def test_maxpool_ties_go_to_the_first_maximum_like_pytorch(size, stride, expected):
+    # after a ReLU whole windows are 0: exactly one position per window gets dy, the first
+    x = np.zeros((1, 1, size, size))
+    y = maxpool_forward(x, 2, 2, stride, 0)
+    dx = maxpool_backward(np.ones_like(y), x, y, 2, 2, stride, 0)
+    np.testing.assert_array_equal(dx[0, 0], expected)

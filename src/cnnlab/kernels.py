@@ -1,7 +1,9 @@
-"""im2col/col2im and pooling windows: pure functions on NCHW arrays.
+"""im2col/col2im and pooling: pure functions on NCHW arrays.
 
 The only module that plays with strides. Every function takes the window as explicit
-arguments: kernel (kh, kw), stride (sh, sw) and padding ((top, bottom), (left, right)).
+arguments: kernel (kh, kw), stride (sh, sw) and padding ((top, bottom), (left, right)), and
+works one kernel offset (u, v) at a time: the strided view x[:, :, u::sh, v::sw] holds what
+every window sees at that offset, so loops run over kh·kw offsets, never over pixels.
 Output size per axis is floor((H + top + bottom − kh)/sh) + 1; callers that want the
 lecture's exact fit check it first (`cnnlab.shapes.window`).
 """
@@ -9,7 +11,6 @@ lecture's exact fit check it first (`cnnlab.shapes.window`).
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
@@ -35,75 +36,106 @@ def pad(x: np.ndarray, padding: Padding, value: float = 0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)), constant_values=value)
 
 
-def windows(x: np.ndarray, kh: int, kw: int, stride=1, padding=0, value: float = 0.0) -> np.ndarray:
-    """Read-only view (N, C, H_out, W_out, kh, kw) of every window of the padded input."""
-    (sh, sw), pads = _pairs(stride, padding)
-    h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
-    view = sliding_window_view(pad(x, pads, value), (kh, kw), axis=(2, 3))
-    return view[:, :, : (h_out - 1) * sh + 1 : sh, : (w_out - 1) * sw + 1 : sw]
+def _offset_view(x: np.ndarray, u: int, v: int, sh: int, sw: int, h_out: int, w_out: int):
+    """The entries every window takes at kernel offset (u, v): x[:, :, u + i·sh, v + j·sw]."""
+    return x[:, :, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw]
 
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride=1, padding=0) -> np.ndarray:
-    """Rows of windows: (N·H_out·W_out, C·kh·kw), row (n, i, j), column (c, u, v).
+    """Columns of windows: (C·kh·kw, N·H_out·W_out); row (c, u, v), column (n, i, j).
 
-    The column order matches weight.reshape(K, C·kh·kw), so a convolution is one GEMM.
+    The row order matches weight.reshape(K, C·kh·kw), so a convolution is one GEMM,
+    W_mat · X_col. Built one kernel offset at a time from x in (C, N, H, W) order: each copy
+    reads and writes whole rows of the image, which is several times faster than gathering
+    windows pixel by pixel.
     """
+    (sh, sw), pads = _pairs(stride, padding)
     n, c = x.shape[:2]
-    view = windows(x, kh, kw, stride, padding)
-    h_out, w_out = view.shape[2:4]
-    return view.transpose(0, 2, 3, 1, 4, 5).reshape(n * h_out * w_out, c * kh * kw)
+    h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    xp = pad(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), pads)
+    cols = np.empty((c, kh, kw, n, h_out, w_out), dtype=x.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            cols[:, u, v] = _offset_view(xp, u, v, sh, sw, h_out, w_out)
+    return cols.reshape(c * kh * kw, n * h_out * w_out)
 
 
 def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride=1, padding=0) -> np.ndarray:
-    """The adjoint of im2col: adds every row's entries back to the pixels they came from.
+    """The adjoint of im2col: adds every column's entries back to the pixels they came from.
 
-    One strided add per kernel offset (kh·kw of them), never np.add.at over pixels.
+    One strided add per kernel offset (kh·kw of them), never np.add.at over pixels;
+    returns a C-contiguous (N, C, H, W) array.
     """
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
     n, c, h, w = x_shape
     h_out, w_out = out_size(h, w, kh, kw, stride, padding)
-    blocks = cols.reshape(n, h_out, w_out, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-    return _scatter_offsets(blocks, (n, c, h, w), stride, ((pt, pb), (pl, pr)))
-
-
-def _scatter_offsets(blocks: np.ndarray, x_shape, stride, padding) -> np.ndarray:
-    """blocks (N, C, kh, kw, H_out, W_out) → x-shaped sum over offsets (u, v) of the
-    block placed at rows u, u+S, ... and columns v, v+S, ... of the padded input."""
-    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
-    n, c, h, w = x_shape
-    kh, kw, h_out, w_out = blocks.shape[2:]
-    dx = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=blocks.dtype)
+    blocks = cols.reshape(c, kh, kw, n, h_out, w_out)
+    dx = np.zeros((c, n, h + pt + pb, w + pl + pr), dtype=cols.dtype)
     for u in range(kh):
         for v in range(kw):
-            dx[:, :, u : u + (h_out - 1) * sh + 1 : sh, v : v + (w_out - 1) * sw + 1 : sw] += blocks[
-                :, :, u, v
-            ]
-    return dx[:, :, pt : pt + h, pl : pl + w]
+            _offset_view(dx, u, v, sh, sw, h_out, w_out)[...] += blocks[:, u, v]
+    return np.ascontiguousarray(dx[:, :, pt : pt + h, pl : pl + w].transpose(1, 0, 2, 3))
 
 
-def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> tuple[np.ndarray, np.ndarray]:
-    """Max over each window (padding is −∞, as in PyTorch) and the argmax offset u·kw + v."""
-    view = windows(x, kh, kw, stride, padding, value=-np.inf)
-    flat = view.reshape(*view.shape[:4], kh * kw)
-    arg = flat.argmax(axis=-1)
-    y = np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0]
-    return y, arg.astype(np.min_scalar_type(kh * kw))
+def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray:
+    """Max over each window (padding is −∞, as in PyTorch): a running maximum over the kh·kw
+    kernel offsets, each a strided view of the input — no window copy, no argmax pass."""
+    (sh, sw), pads = _pairs(stride, padding)
+    xp = pad(x, pads, -np.inf)
+    h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                np.maximum(y, _offset_view(xp, u, v, sh, sw, h_out, w_out), out=y)
+    return y
 
 
-def maxpool_backward(dy: np.ndarray, arg: np.ndarray, x_shape, kh: int, kw: int, stride, padding):
-    """Routes each dy to the argmax of its window; overlapping windows add up."""
-    offsets = np.arange(kh * kw, dtype=arg.dtype).reshape(kh, kw, 1, 1)
-    blocks = np.where(arg[:, :, None, None] == offsets, dy[:, :, None, None], 0).astype(dy.dtype)
-    return _scatter_offsets(blocks, x_shape, stride, padding)
+def maxpool_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, kh: int, kw: int, stride,
+                     padding) -> np.ndarray:
+    """Routes each dy to the first position (in u, v order) of its window that holds the max,
+    as PyTorch does; overlapping windows add up. Recomputed from x and y, so the forward
+    keeps no argmax array."""
+    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
+    xp = pad(x, ((pt, pb), (pl, pr)), -np.inf)
+    h_out, w_out = y.shape[2:]
+    dx = np.zeros(xp.shape, dtype=dy.dtype)
+    taken = np.zeros(y.shape, dtype=bool)
+    overlap = sh < kh or sw < kw
+    for u in range(kh):
+        for v in range(kw):
+            hit = _offset_view(xp, u, v, sh, sw, h_out, w_out) == y
+            hit &= ~taken
+            taken |= hit
+            target = _offset_view(dx, u, v, sh, sw, h_out, w_out)
+            if overlap:
+                target += dy * hit
+            else:
+                np.multiply(dy, hit, out=target)
+    return dx[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]]
 
 
 def avgpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray:
     """Mean over each window; zero padding counts in the mean (PyTorch's count_include_pad)."""
-    view = windows(x, kh, kw, stride, padding)
-    return view.sum(axis=(-2, -1), dtype=x.dtype) / x.dtype.type(kh * kw)
+    (sh, sw), pads = _pairs(stride, padding)
+    xp = pad(x, pads)
+    h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy()
+    for u in range(kh):
+        for v in range(kw):
+            if u or v:
+                y += _offset_view(xp, u, v, sh, sw, h_out, w_out)
+    y /= x.dtype.type(kh * kw)
+    return y
 
 
 def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding) -> np.ndarray:
+    """Every position of a window gets its dy/(kh·kw); overlapping windows add up."""
+    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
+    n, c, h, w = x_shape
     share = dy / dy.dtype.type(kh * kw)
-    blocks = np.broadcast_to(share[:, :, None, None], (*dy.shape[:2], kh, kw, *dy.shape[2:]))
-    return _scatter_offsets(blocks, x_shape, stride, padding)
+    dx = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dy.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            _offset_view(dx, u, v, sh, sw, *dy.shape[2:])[...] += share
+    return dx[:, :, pt : pt + h, pl : pl + w]

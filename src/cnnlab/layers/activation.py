@@ -81,7 +81,7 @@ class ReLU(_Elementwise):
 
     def backward(self, dy):
         y = self._take_cache()
-        return np.where(y > 0, self._check_dy(dy, y), 0).astype(y.dtype, copy=False)
+        return self._check_dy(dy, y) * (y > 0)  # a multiply by the mask: faster than np.where
 
 
 class LeakyReLU(_Elementwise):

@@ -16,10 +16,10 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     Forward, sample n, filter k, output position (i, j):
         y[n, k, i, j] = b[k] + Σ_{c,u,v} w[k, c, u, v] · x_pad[n, c, i·S + u, j·S + v]
-    As matrices, X_col = im2col(x) (N·H_out·W_out, C·F·F), W_mat = w.reshape(K, −1):
-        Y_mat = X_col · W_matᵀ + b
-    Backward:
-        dW_mat = dY_matᵀ · X_col     db = Σ_rows dY_mat     dx = col2im(dY_mat · W_mat)
+    As matrices, X_col = im2col(x) (C·F·F, N·H_out·W_out), W_mat = w.reshape(K, −1):
+        Y_mat = W_mat · X_col + b         (K, N·H_out·W_out), one GEMM for the whole batch
+    Backward, with dY_mat = dy as (K, N·H_out·W_out):
+        dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
 
     Shape:
         x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
@@ -78,11 +78,11 @@ class Conv2D(WeightedMixin, WindowLayer):
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         x_col = im2col(self._to_2d(x), kh, kw, stride, pad)
-        y_mat = x_col @ self.weight.data.reshape(self.filters, -1).T
+        y_mat = self.weight.data.reshape(self.filters, -1) @ x_col
         if self.bias is not None:
-            y_mat += self.bias.data
+            y_mat += self.bias.data[:, None]
         h_out, w_out = self.win.out
-        y = y_mat.reshape(x.shape[0], h_out, w_out, self.filters).transpose(0, 3, 1, 2)
+        y = np.ascontiguousarray(y_mat.reshape(self.filters, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3))
         if training:
             self._cache = (x_col, x.shape[0])
         return self._from_2d(y)
@@ -90,14 +90,14 @@ class Conv2D(WeightedMixin, WindowLayer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x_col, n = self._take_cache()
         dy = self._check_grad(dy, (n, *self.out_shape))
-        dy_mat = self._to_2d(dy).transpose(0, 2, 3, 1).reshape(-1, self.filters)
+        dy_mat = self._to_2d(dy).transpose(1, 0, 2, 3).reshape(self.filters, -1)
         w_mat = self.weight.data.reshape(self.filters, -1)
-        self.weight.grad = (dy_mat.T @ x_col).reshape(self.weight.data.shape)
+        self.weight.grad = (dy_mat @ x_col.T).reshape(self.weight.data.shape)
         if self.bias is not None:
-            self.bias.grad = dy_mat.sum(axis=0)
+            self.bias.grad = dy_mat.sum(axis=1)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
-        return self._from_2d(col2im(dy_mat @ w_mat, x_shape, kh, kw, stride, pad))
+        return self._from_2d(col2im(w_mat.T @ dy_mat, x_shape, kh, kw, stride, pad))
 
     # ------------------------------------------------------------- the lecture
     def _requires(self) -> str:

@@ -49,8 +49,9 @@ class LocallyConnected2D(Conv2D):
         n = x.shape[0]
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         w_pkd = self._weight_pkd()
-        x_pnd = im2col(self._to_2d(x), kh, kw, stride, pad).reshape(n, w_pkd.shape[0], -1)
-        x_pnd = x_pnd.transpose(1, 0, 2)
+        # im2col's (D, N·P) columns seen as (P, N, D): one small GEMM per position
+        x_pnd = im2col(self._to_2d(x), kh, kw, stride, pad).reshape(-1, n, w_pkd.shape[0])
+        x_pnd = x_pnd.transpose(2, 1, 0)
         y_pnk = np.matmul(x_pnd, w_pkd.transpose(0, 2, 1))
         y = y_pnk.transpose(1, 2, 0).reshape(n, *self.out_shape)
         if self.bias is not None:
@@ -68,7 +69,7 @@ class LocallyConnected2D(Conv2D):
             self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad = dy.sum(axis=0)
-        dx_col = np.matmul(dy_pnk, self._weight_pkd()).transpose(1, 0, 2).reshape(n * positions, -1)
+        dx_col = np.matmul(dy_pnk, self._weight_pkd()).transpose(2, 1, 0).reshape(-1, n * positions)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
         return self._from_2d(col2im(dx_col, x_shape, kh, kw, stride, pad))

@@ -36,7 +36,8 @@ class MaxPool2D(_Pool):
     """Max pooling: the largest value of each F×F window, per channel.
 
     Forward:   y[n, c, i, j] = max_{u,v} x_pad[n, c, i·S + u, j·S + v]   (padding is −∞)
-    Backward:  dx gets dy[n, c, i, j] at the argmax of window (i, j); overlapping windows add.
+    Backward:  dx gets dy[n, c, i, j] at the first argmax of window (i, j) (PyTorch's choice among
+               ties); overlapping windows add. The cache is x and y themselves, no argmax array.
 
     Shape:
         x: (N, C, H, W)    y: (N, C, H_out, W_out),  H_out = (H − F + 2P)/S + 1
@@ -49,18 +50,17 @@ class MaxPool2D(_Pool):
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        y, arg = kernels.maxpool_forward(self._to_2d(x), kh, kw, stride, pad)
+        x2 = self._to_2d(x)
+        y2 = kernels.maxpool_forward(x2, kh, kw, stride, pad)
         if training:
-            self._cache = arg
-        return self._from_2d(y)
+            self._cache = (x2, y2)  # references, not copies: backward finds the argmax again
+        return self._from_2d(y2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        arg = self._take_cache()
-        dy = self._check_grad(dy, (arg.shape[0], *self.out_shape))
+        x2, y2 = self._take_cache()
+        dy = self._check_grad(dy, (x2.shape[0], *self.out_shape))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        return self._from_2d(kernels.maxpool_backward(
-            self._to_2d(dy), arg, self._x2d_shape(arg.shape[0]), kh, kw, stride, pad
-        ))
+        return self._from_2d(kernels.maxpool_backward(self._to_2d(dy), x2, y2, kh, kw, stride, pad))
 
 
 class AvgPool2D(_Pool):
