@@ -2,7 +2,8 @@
 
 from cnnlab.data import transforms
 from cnnlab.data.datasets import DEFAULT, class_names, is_available, load, locate
+from cnnlab.data.folder import load_folder, load_image
 from cnnlab.data.loader import Loader, Preprocess
 
-__all__ = ["DEFAULT", "Loader", "Preprocess", "class_names", "is_available", "load", "locate",
-           "transforms"]
+__all__ = ["DEFAULT", "Loader", "Preprocess", "class_names", "is_available", "load", "load_folder",
+           "load_image", "locate", "transforms"]

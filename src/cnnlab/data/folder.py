@@ -1,0 +1,187 @@
+"""Image files: a folder with one subfolder per class (the ImageNet layout), or single images.
+
+    root/
+      cat/  001.png  002.jpg ...
+      dog/  a.jpeg ...
+
+Each image (PNG, JPEG, or anything else Pillow reads, of any size and mode) becomes the model's
+input (C, H, W) as uint8:
+  - its EXIF orientation is applied (photos from phones);
+  - transparency is composited onto black (Fashion-MNIST's background);
+  - 16-bit and float images are scaled to 0–255;
+  - C = 1: grayscale by Pillow's ITU-R 601 luma, L = 0.299·R + 0.587·G + 0.114·B; C = 3: RGB;
+  - the size becomes H×W by Lanczos resampling (stretched: the aspect ratio is not kept).
+Colours are never inverted: Fashion-MNIST and MNIST are light objects on a dark background, so
+a photo of a dark shirt on a white table needs inverting by the user.
+
+Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays in force: an image above it is
+refused with a DataError, as is a corrupt, truncated or unreadable file, always naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab.core import DataError
+
+#: file name endings read as images; other files in a class folder are skipped (and counted)
+EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+
+
+def _pillow():
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:  # pragma: no cover - Pillow is a runtime dependency
+        raise DataError("reading image files needs Pillow: pip install pillow") from None
+    return Image, ImageOps
+
+
+def _mode_name(mode: str) -> str:
+    return {"L": "grayscale", "1": "1-bit", "P": "palette", "LA": "grayscale+alpha"}.get(mode, mode)
+
+
+def _target(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    if len(input_shape) != 3 or not all(int(d) > 0 for d in input_shape):
+        raise DataError(f"images need a model input (C, H, W). Received: input_shape={tuple(input_shape)}")
+    c, h, w = (int(d) for d in input_shape)
+    if c not in (1, 3):
+        raise DataError(f"the model expects {c} channels; images give 1 (grayscale) or 3 (RGB)")
+    return c, h, w
+
+
+def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+    """(C, H, W) uint8, the source mode and (height, width) of the file at `path`."""
+    Image, ImageOps = _pillow()
+    try:
+        with warnings.catch_warnings():
+            # above MAX_IMAGE_PIXELS Pillow only warns (it raises above twice that): refuse both
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                mode, (width, height) = image.mode, image.size
+                image = ImageOps.exif_transpose(image)
+                image = _to_mode(image, "L" if c == 1 else "RGB")
+                if image.size != (w, h):
+                    image = image.resize((w, h), Image.Resampling.LANCZOS)
+                array = np.asarray(image, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"{path}: refused as a possible decompression bomb ({error})") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image file") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # Pillow reports truncated or corrupt data as OSError, ValueError or SyntaxError
+        raise DataError(f"{path}: corrupt or truncated image ({error})") from None
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return np.ascontiguousarray(array), mode, (height, width)
+
+
+def _to_mode(image, target: str):
+    """`image` in mode "L" or "RGB": alpha onto black, wide integer and float data to 0–255."""
+    Image, _ = _pillow()
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if image.mode == "F" and values.max(initial=0) <= 1.0:
+            top = 1.0
+        image = Image.fromarray(np.clip(np.rint(values * (255.0 / top)), 0, 255).astype(np.uint8))
+    if "A" in image.mode or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba)
+    return image if image.mode == target else image.convert(target)
+
+
+def load_image(path: str | os.PathLike, input_shape: Sequence[int]) -> np.ndarray:
+    """One image file as the model's input: uint8 (C, H, W). DataError naming the file if it
+    is missing, not an image, corrupt or truncated, or above Pillow's decompression-bomb limit."""
+    return _decode(Path(path), *_target(input_shape))[0]
+
+
+def describe_conversion(path, mode: str, size: tuple[int, int], input_shape: Sequence[int]) -> str | None:
+    """"shirt.jpg: RGB 300×400 → grayscale 28×28" (sizes H×W), or None if nothing changed."""
+    c, h, w = _target(input_shape)
+    target = "L" if c == 1 else "RGB"
+    if mode == target and size == (h, w):
+        return None
+    return f"{path}: {_mode_name(mode)} {size[0]}×{size[1]} → {_mode_name(target)} {h}×{w}"
+
+
+def read_image(path: str | os.PathLike, input_shape: Sequence[int]) -> tuple[np.ndarray, str | None]:
+    """`load_image` plus the conversion it made, as `describe_conversion` words it."""
+    array, mode, size = _decode(Path(path), *_target(input_shape))
+    return array, describe_conversion(path, mode, size, input_shape)
+
+
+def class_folders(root: str | os.PathLike) -> list[Path]:
+    """The class subfolders of `root`, sorted by name (hidden ones skipped)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise DataError(f"{root}: expected one subfolder per class holding its images "
+                        "(root/cat/1.png, root/dog/2.jpg, ...); found no subfolders")
+    return folders
+
+
+def load_folder(
+    root: str | os.PathLike, input_shape: Sequence[int], *, report: Callable[[str], None] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """uint8 images (N, C, H, W), int64 labels (N,) and the class names (the subfolders' names,
+    sorted; label i is class_names[i]) of an image folder, converted to `input_shape` (C, H, W).
+
+    `report`, if given, receives one line saying what was converted, e.g.
+    "data/pets: 120 images in 2 classes; converted: 80 RGB → grayscale, 120 resized to 28×28
+    (from 24×24 … 480×640); 1 other file skipped".
+    """
+    c, h, w = _target(input_shape)
+    folders = class_folders(root)
+    files: list[Path] = []
+    labels: list[int] = []
+    skipped = 0
+    for label, folder in enumerate(folders):
+        entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        images = [p for p in entries if p.is_file() and p.suffix.lower() in EXTENSIONS]
+        skipped += len(entries) - len(images)
+        if not images:
+            raise DataError(f"{folder}: class folder {folder.name!r} has no image files "
+                            f"({', '.join(EXTENSIONS)})")
+        files += images
+        labels += [label] * len(images)
+    x = np.empty((len(files), c, h, w), np.uint8)
+    modes: list[str] = []
+    sizes = np.empty((len(files), 2), np.int64)
+    for i, path in enumerate(files):
+        x[i], mode, sizes[i] = _decode(path, c, h, w)
+        modes.append(mode)
+    if report is not None:
+        report(_summary(root, len(folders), modes, sizes, "L" if c == 1 else "RGB", (h, w), skipped))
+    return x, np.array(labels, np.int64), [f.name for f in folders]
+
+
+def _summary(root, classes: int, modes: list[str], sizes: np.ndarray, target: str,
+             size: tuple[int, int], skipped: int) -> str:
+    changed = [f"{n} {_mode_name(m)} → {_mode_name(target)}"
+               for m, n in sorted(Counter(modes).items()) if m != target]
+    resized = int(np.any(sizes != size, axis=1).sum())
+    if resized:
+        pixels = sizes.prod(axis=1)
+        small, large = sizes[pixels.argmin()], sizes[pixels.argmax()]
+        span = f"{small[0]}×{small[1]}"
+        if pixels.min() != pixels.max():
+            span += f" … {large[0]}×{large[1]}"
+        changed.append(f"{resized} resized to {size[0]}×{size[1]} (from {span})")
+    text = f"{root}: {len(modes):,} images in {classes} classes; "
+    text += ("converted: " + ", ".join(changed)) if changed else "no conversion needed"
+    if skipped:
+        text += f"; {skipped} other file{'s' if skipped > 1 else ''} skipped"
+    return text

@@ -1,0 +1,247 @@
+"""The `cnnlab` command end to end, each call a subprocess (`python -m cnnlab ...`)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cnnlab as cl
+
+Image = pytest.importorskip("PIL.Image")
+FASHION = cl.data.class_names("fashion-mnist")
+
+
+def cnnlab(*args, cwd, timeout=120):
+    env = {**os.environ, "PYTHONWARNINGS": "error", "COLUMNS": "100"}
+    return subprocess.run([sys.executable, "-m", "cnnlab", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_failure(result, code=1):
+    """Exit `code`, exactly one line on stderr and no traceback."""
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("cli")
+
+
+@pytest.fixture(scope="module")
+def run(work):
+    """One short training run on the bundled set; the config says 3 epochs, the flag says 1."""
+    (work / "short.toml").write_text('data = "fashion-mnist-mini"\nepochs = 3\nlimit = 1000\n')
+    result = cnnlab("train", "-c", "short.toml", "--epochs", "1", "--out", "run", cwd=work)
+    assert result.returncode == 0, result.stderr
+    return work / "run", result
+
+
+def test_train_writes_a_run_and_ends_with_the_test_accuracy(run):
+    folder, result = run
+    assert "fashion-mnist-mini (the bundled subset of Fashion-MNIST): 1,000 training, 2,000 test" \
+        in result.stderr
+    assert "epoch 1/1" in result.stderr and "epoch 2/" not in result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("test accuracy ") and line.endswith(
+        "on 2,000 images — model saved to run/model.safetensors")
+    for name in ("model.safetensors", "best.safetensors", "last.ckpt.safetensors", "config.toml"):
+        assert (folder / name).is_file()
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 2  # header + 1 epoch
+    model = cl.load(folder / "model.safetensors")
+    assert model.class_names == FASHION and model.input_shape == (1, 28, 28)
+
+
+def test_evaluate_prints_accuracy_per_class_and_confusion(run, work):
+    result = cnnlab("evaluate", run[0] / "model.safetensors", cwd=work)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "fashion-mnist-mini" in out and "test split: 2,000 images" in out  # data from config.toml
+    assert "accuracy " in out and "top-5 " in out
+    assert all(name in out for name in FASHION)
+    assert "true \\ predicted" in out
+    test_accuracy = float(run[1].stdout.split()[2].rstrip("%"))
+    assert f"accuracy {test_accuracy:.2f}%" in out
+
+
+@pytest.fixture(scope="module")
+def images(work):
+    """A PNG and a JPEG from the test set, resized to 56×40 (H×W) and made RGB."""
+    x, y = cl.data.load("fashion-mnist-mini", "test")
+    paths = []
+    for i, name in enumerate(["first.png", "second.jpg"]):
+        Image.fromarray(x[i, 0]).resize((40, 56)).convert("RGB").save(work / name)
+        paths.append(name)
+    return paths, y[:2]
+
+
+def test_predict_json(run, work, images):
+    files, _ = images
+    result = cnnlab("predict", run[0] / "model.safetensors", *files, "--json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "first.png: RGB 56×40 → grayscale 28×28" in result.stderr
+    assert "second.jpg: RGB 56×40 → grayscale 28×28" in result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["file"] for row in rows] == files
+    for row in rows:
+        assert set(row) == {"file", "top5"} and len(row["top5"]) == 5
+        probs = [entry["prob"] for entry in row["top5"]]
+        assert all(set(entry) == {"class", "prob"} for entry in row["top5"])
+        assert all(entry["class"] in FASHION for entry in row["top5"])
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+
+    every = cnnlab("predict", run[0] / "model.safetensors", files[0], "--json", "--top", "10", cwd=work)
+    row = json.loads(every.stdout)
+    assert sorted(entry["class"] for entry in row["top10"]) == sorted(FASHION)
+    assert sum(entry["prob"] for entry in row["top10"]) == pytest.approx(1, abs=1e-4)
+
+
+def test_predict_text(run, work, images):
+    result = cnnlab("predict", run[0] / "model.safetensors", images[0][0], "--top", "3", cwd=work)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "first.png" and len(lines) == 4 and lines[1].endswith("%")
+
+
+def test_summary_of_a_zoo_name_and_of_a_model_file(run, work):
+    result = cnnlab("summary", "fmnist-cnn", cwd=work)
+    assert result.returncode == 0 and "Total params: 421,642" in result.stdout
+    result = cnnlab("summary", "lenet5", "--input", "3×32×32", "--classes", "100", cwd=work)
+    assert result.returncode == 0 and "Input: 32×32×3" in result.stdout
+    result = cnnlab("summary", run[0] / "model.safetensors", cwd=work)
+    assert result.returncode == 0 and "Total params: 421,642" in result.stdout
+    assert "Classes: T-shirt/top, Trouser" in result.stdout
+
+
+def test_explain_the_lectures_examples(work):
+    result = cnnlab("explain", "conv", "--input", "32x32x3", "--filters", "10", "--size", "5",
+                    "--stride", "1", "--pad", "2", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "produces a volume H2×W2×D2 = 32×32×10" in result.stdout
+    assert "parameters: (5·5·3 + 1)·10 = 760" in result.stdout
+    result = cnnlab("explain", "pool", "--input", "7x7x3", "--size", "3", "--stride", "3", cwd=work)
+    assert result.returncode == 0, result.stderr  # explaining a misfit is a success
+    assert "(7 − 3 + 2·0)/3 + 1 = 2.33 is not a whole number" in result.stdout
+    assert "doesn't fit" in result.stdout and 'fit="floor"' in result.stdout
+
+
+def test_zoo_lists_the_models(work):
+    result = cnnlab("zoo", cwd=work)
+    assert result.returncode == 0
+    assert "fmnist-cnn" in result.stdout and "421,642" in result.stdout and "28×28×1" in result.stdout
+
+
+def test_resume_continues_the_run(run, work):
+    folder = work / "resumed"
+    shutil.copytree(run[0], folder)
+    result = cnnlab("train", "--resume", "resumed", "--epochs", "2", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "resuming" in result.stderr and "epoch 2/2" in result.stderr
+    assert "epoch 1/" not in result.stderr
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 3
+    assert "model saved to resumed/model.safetensors" in result.stdout
+
+
+def test_image_folders_train_with_a_held_out_part_and_evaluate_by_class_name(run, work):
+    x, y = cl.data.load("fashion-mnist-mini", "test")
+    for i in range(60):  # 3 classes × 20 images; "T-shirt_top" matches the class T-shirt/top
+        folder = work / "shop" / ["T-shirt_top", "Trouser", "Bag"][i % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(x[i, 0]).resize((32, 32)).save(folder / f"{i}.png")
+    result = cnnlab("train", "--data", "shop", "--model", "mlp", "--epochs", "1", "--out", "shoprun",
+                    cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "60 images in 3 classes; converted: 60 resized to 28×28 (from 32×32)" in result.stderr
+    assert "54 training, 6 held-out images" in result.stderr
+    assert result.stdout.startswith("held-out accuracy ")
+    assert "(top-3 100.0%) on 6 images" in result.stdout
+    # the Fashion-MNIST model on the folder: its classes are matched by name, all 60 images used
+    result = cnnlab("evaluate", run[0] / "model.safetensors", "--data", "shop", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "all split: 60 images" in result.stdout
+    table = dict(line.split(None, 1) for line in result.stdout.splitlines()
+                 if line.startswith(("Trouser ", "Bag ", "Sandal ")))
+    assert table["Trouser"].split()[1] == "20" and table["Sandal"].split() == ["—", "0"]
+
+
+@pytest.mark.parametrize("args", [
+    [],
+    ["train", "--epochs", "0"],
+    ["train", "--optimizer", "nesterov"],
+    ["train", "--model", "resnet9000"],
+    ["train", "--bogus"],
+    ["summary", "fmnist-cnn", "--input", "3x32"],
+    ["explain", "conv", "--input", "32x32", "--filters", "10", "--size", "5"],
+    ["explain", "pool", "--input", "7x7x3"],
+    ["predict", "model.safetensors"],
+])
+def test_usage_errors_exit_2(work, args):
+    result = cnnlab(*args, cwd=work)
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_own_usage_errors_are_one_line(work):
+    err = one_line_failure(cnnlab("train", "--optimizer", "adam", "--momentum", "0.9", cwd=work), 2)
+    assert err.startswith("cnnlab train: error: --momentum applies to sgd and rmsprop")
+    (work / "typo.toml").write_text("epochs = 1\nlearning-rate = 0.1\n")
+    err = one_line_failure(cnnlab("train", "-c", "typo.toml", cwd=work), 2)
+    assert "unknown key 'learning-rate'" in err
+    (work / "wrong.toml").write_text('epochs = "five"\n')
+    assert "epochs" in one_line_failure(cnnlab("train", "-c", "wrong.toml", cwd=work), 2)
+    err = one_line_failure(cnnlab("summary", "resnet9000", cwd=work), 2)
+    assert "unknown model 'resnet9000'" in err and "fmnist-cnn" in err
+
+
+def test_failures_exit_1_with_one_line(run, work):
+    model = run[0] / "model.safetensors"
+    err = one_line_failure(cnnlab("evaluate", "missing.safetensors", cwd=work))
+    assert err.startswith("cnnlab: error: missing.safetensors: cannot read")
+    err = one_line_failure(cnnlab("predict", model, "nothere.png", cwd=work))
+    assert err == "cnnlab: error: nothere.png: no such file\n"
+    (work / "junk.safetensors").write_bytes(b"\x00" * 64)
+    assert "not a safetensors file" in one_line_failure(cnnlab("summary", "junk.safetensors", cwd=work))
+    (work / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    assert "broken.png" in one_line_failure(cnnlab("predict", model, "broken.png", cwd=work))
+    err = one_line_failure(cnnlab("evaluate", model, "--data", "no/such/folder", cwd=work))
+    assert "neither a dataset" in err
+    err = one_line_failure(cnnlab("train", "--resume", "no-such-run", cwd=work))
+    assert "no checkpoint to resume" in err
+
+
+def test_debug_shows_the_traceback(work):
+    result = cnnlab("--debug", "evaluate", "missing.safetensors", cwd=work)
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ModelFileError" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "summary", "explain", "explain conv",
+                                     "explain pool", "zoo"])
+def test_every_command_has_help_with_examples(work, command):
+    result = cnnlab(*command.split(), "--help", cwd=work)
+    assert result.returncode == 0 and "example" in result.stdout
+
+
+def test_the_console_script_is_declared():
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert project["scripts"] == {"cnnlab": "cnnlab.cli:main"}
+    assert any(dep.lower().startswith("pillow") for dep in project["dependencies"])
+
+
+def test_train_says_which_fashion_mnist_it_uses(monkeypatch, capsys):
+    from cnnlab import cli
+
+    monkeypatch.setattr(cl.data, "is_available", lambda name, root=None: False)
+    assert cli.default_data() == "fashion-mnist-mini"
+    err = capsys.readouterr().err
+    assert "bundled subset" in err and "sudo apt-get install dataset-fashion-mnist" in err
+    monkeypatch.setattr(cl.data, "is_available", lambda name, root=None: True)
+    monkeypatch.setattr(cl.data, "locate", lambda name, split: [Path("/data/fm/train-images-idx3-ubyte")])
+    assert cli.default_data() == "fashion-mnist"
+    assert capsys.readouterr().err == "data: Fashion-MNIST, the full set, from /data/fm\n"
