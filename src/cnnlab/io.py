@@ -139,8 +139,10 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as error:
+    except BaseException as error:  # Ctrl-C too: never leave the temporary file behind
         tmp.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
         raise OSError(error.errno, f"could not write {path}: {error.strerror or error}; "
                                    "the previous file, if any, is unchanged") from None
     fd = os.open(path.parent, os.O_RDONLY)

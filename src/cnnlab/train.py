@@ -124,6 +124,9 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.stop: str | None = None
         self.best: float | None = None
+        if checkpoint_every and self.out is None:
+            raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs a run folder (out=...) "
+                             "to write the checkpoints to")
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -137,7 +140,8 @@ class Trainer:
         tensors = {**io.model_tensors(self.model), **{f"optim.{k}": v for k, v in arrays.items()}}
         training = {
             "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
-            "seed": self.seed, "batch_size": self.train.batch_size, "base_lr": self.base_lr,
+            "seed": self.train.seed, "batch_size": self.train.batch_size, "base_lr": self.base_lr,
+            "stop": self.stop,
             "optimizer": optim_meta, "rng": io.rng_states(self.model),
             "history": self.history.rows, "partial": self.partial, "best": self.best,
             "callbacks": [c.state() for c in self.callbacks],
@@ -154,7 +158,7 @@ class Trainer:
         training = json.loads(metadata.get("training", "null") or "null")
         if not isinstance(training, dict):
             raise io.ModelFileError(f"{path}: a model file, not a training checkpoint")
-        if (training["seed"], training["batch_size"]) != (self.seed, self.train.batch_size):
+        if (training["seed"], training["batch_size"]) != (self.train.seed, self.train.batch_size):
             raise ValueError(
                 f"resume: {path} was trained with seed={training['seed']}, batch_size="
                 f"{training['batch_size']}; resume with the same values to continue that run")
@@ -170,7 +174,7 @@ class Trainer:
         self.epoch, self.step = training["epoch"], training["step"]
         self.global_step, self.base_lr = training["global_step"], training["base_lr"]
         self.history, self.partial = History(training["history"]), training["partial"]
-        self.best = training["best"]
+        self.best, self.stop = training["best"], training.get("stop")
         for callback, state in zip(self.callbacks, training["callbacks"], strict=False):
             callback.load_state(state)
 
@@ -228,7 +232,12 @@ class Trainer:
                if p.grad is not None and not np.isfinite(p.grad).all()]
         if bad:
             self._fail(f"the gradient of {', '.join(bad[:3])} is not finite", xb)
-        self.optimizer.step()
+        with np.errstate(over="ignore", invalid="ignore"):
+            self.optimizer.step()
+        # a finite gradient times a huge lr can still overflow: stop before a checkpoint keeps it
+        bad = [name for name, p in self.model.parameters().items() if not np.isfinite(p.data).all()]
+        if bad:
+            self._fail(f"the update made {', '.join(bad[:3])} non-finite", xb)
         self.step += 1
         self.global_step += 1
         self.partial["loss"] += value * len(yb)
@@ -310,12 +319,14 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
 
 
 def first_nonfinite_layer(model, x: np.ndarray) -> str | None:
-    """The first layer whose (inference) output holds NaN or Inf for input x, if any."""
+    """The first layer whose output holds NaN or Inf for input x, if any. Runs in training
+    mode, where the fault appeared (BatchNorm's batch statistics, dropout); the run is failing,
+    so the running statistics it touches no longer matter."""
     if not np.isfinite(x).all():
         return "the input batch itself"
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for layer in model.layers:
-            x = layer.forward(x)
+            x = layer.forward(x, training=True)
             if not np.isfinite(x).all():
                 return layer.label
     return None
@@ -368,10 +379,10 @@ def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 
             steps: int = 100, batch_size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The learning-rate range test (Smith 2017): lr grows geometrically from start to end, one
     mini-batch each, until the loss exceeds 4× its best. Returns (lrs, losses); the model's
-    weights and the optimizer's state are restored afterwards."""
+    weights, buffers and random state and the optimizer's state are restored afterwards."""
     loader = _as_loader(train, model, batch_size, shuffle=True, seed=seed)
     saved = {k: v.copy() for k, v in io.model_tensors(model).items()}
-    optim_state = optimizer.state_dict()
+    optim_state, rng_state = optimizer.state_dict(), io.rng_states(model)
     lrs = start * (end / start) ** (np.arange(steps) / max(steps - 1, 1))
     losses: list[float] = []
     try:
@@ -384,13 +395,16 @@ def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 
                 batches = loader.batches(epoch)
                 xb, yb = next(batches)
             optimizer.lr = float(lr)
-            value = loss.forward(model.forward(xb, training=True), yb)
-            if not math.isfinite(value) or (losses and value > 4 * min(losses)):
-                break
-            losses.append(value)
-            model.backward(loss.backward(), input_grad=False)
-            optimizer.step()
+            # the range test drives the loss to overflow on purpose: detected below, not a warning
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                value = loss.forward(model.forward(xb, training=True), yb)
+                if not math.isfinite(value) or (losses and value > 4 * min(losses)):
+                    break
+                losses.append(value)
+                model.backward(loss.backward(), input_grad=False)
+                optimizer.step()
     finally:
         io.assign(model, saved, "lr_find")
         optimizer.load_state_dict(*optim_state)
+        io.set_rng_states(model, rng_state)  # dropout masks of a later fit are not shifted
     return lrs[: len(losses)], np.array(losses)

@@ -48,17 +48,16 @@ def fmnist_cnn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: in
 
 @_register
 def fmnist_cnn_bn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0) -> Sequential:
-    """The stronger recipe's network: two conv–BN–ReLU pairs per stage (32 and 64 filters),
-    2×2 max pooling and dropout after each stage, then Dense 256 with BN and dropout."""
+    """The stronger recipe's network: three conv–BatchNorm–ReLU stages (32, 64, 128 filters of
+    3×3; 2×2 max pooling after the first two), dropout, Dense 256 with BatchNorm and dropout.
+    About twice the reference CNN's multiply-adds; most of its gain comes from training."""
 
-    def stage(filters: int, drop: float) -> list:
-        return [Conv2D(filters, 3, padding=1, bias=False), BatchNorm2D(), ReLU(),
-                Conv2D(filters, 3, padding=1, bias=False), BatchNorm2D(), ReLU(),
-                MaxPool2D(2), Dropout(drop)]
+    def block(filters: int) -> list:
+        return [Conv2D(filters, 3, padding=1, bias=False), BatchNorm2D(), ReLU()]
 
     return Sequential(
-        [*stage(32, 0.2), *stage(64, 0.3), Flatten(), Dense(256, bias=False), BatchNorm1D(), ReLU(),
-         Dropout(0.4), Dense(num_classes)],
+        [*block(32), MaxPool2D(2), *block(64), MaxPool2D(2), *block(128), Dropout(0.25),
+         Flatten(), Dense(256, bias=False), BatchNorm1D(), ReLU(), Dropout(0.4), Dense(num_classes)],
         input_shape=input_shape, seed=seed,
     )
 

@@ -27,6 +27,7 @@ class Dataset:
     classes: tuple[str, ...]
     files: dict[str, tuple[str, ...]]  # split → the files that must be present
     how_to_get: str
+    suffixes: tuple[str, ...] = ("", ".gz", ".xz")  # the compressions its reader understands
 
 
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -54,6 +55,7 @@ DATASETS = {
         {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
         "Download the CIFAR-10 *binary version* (cifar-10-binary.tar.gz, not the python "
         "pickles), extract it and pass the folder holding data_batch_1.bin ... as root/--data.",
+        suffixes=("",),
     ),
 }
 
@@ -85,11 +87,11 @@ def candidates(name: str, root: str | os.PathLike | None = None) -> list[Path]:
     return places
 
 
-def _files_in(folder: Path, names: tuple[str, ...]) -> list[Path] | None:
-    """The files, each as found raw or as .gz/.xz; None when one is missing."""
+def _files_in(folder: Path, names: tuple[str, ...], suffixes: tuple[str, ...]) -> list[Path] | None:
+    """The files, each as found raw or compressed (`suffixes`); None when one is missing."""
     found = []
     for stem in names:
-        match = next((folder / (stem + ext) for ext in ("", ".gz", ".xz")
+        match = next((folder / (stem + ext) for ext in suffixes
                       if (folder / (stem + ext)).is_file()), None)
         if match is None:
             return None
@@ -105,7 +107,7 @@ def locate(name: str, split: str = "train", root: str | os.PathLike | None = Non
         raise DataError(f"{name}: unknown split {split!r}; expected one of {', '.join(dataset.files)}")
     places = candidates(name, root)
     for folder in places:
-        if (files := _files_in(folder, dataset.files[split])) is not None:
+        if (files := _files_in(folder, dataset.files[split], dataset.suffixes)) is not None:
             return files
     tried = "\n".join(f"  {p}" for p in places)
     raise DataError(

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab.core import Layer, Parameter, Shape, volume
+from cnnlab.core import Layer, Parameter, Shape, volume, walk
 from cnnlab.layers._window import WeightedMixin
 
 
@@ -142,6 +142,8 @@ class Sequential(Layer):
         for i, layer in enumerate(self.layers):
             for p in layer.parameters().values():
                 p.trainable = i >= stop
+                if not p.trainable:
+                    p.grad = None  # a stale gradient from before is not this layer's any more
         return self
 
     def unfreeze(self) -> Sequential:
@@ -158,8 +160,11 @@ class Sequential(Layer):
         if i is None:
             raise ValueError("replace_head: the model has no Dense layer to replace.")
         old = self.layers[i]
-        if any(isinstance(layer, WeightedMixin) for layer in self.layers[i + 1 :]):
-            raise ValueError(f"replace_head: {old.label} is not the last weighted layer.")
+        # a container after it may hold the real head (rebuilding it would re-initialise it)
+        if later := [layer for layer in self.layers[i + 1 :]
+                     if any(isinstance(inner, WeightedMixin) for inner in [layer, *_inner(layer)])]:
+            raise ValueError(f"replace_head: {old.label} is not the last weighted layer "
+                             f"({later[0].label} follows it).")
         head = Dense(num_classes, bias=old.use_bias, init=old.init)
         head.name, head.index, head.init_hint = old.name, old.index, old.init_hint
         head.build(old.input_shape, np.random.default_rng(seed), self.dtype)
@@ -228,6 +233,10 @@ class Sequential(Layer):
             f" forward; training keeps caches of similar size for backward)",
         ]
         return "\n".join(table)
+
+
+def _inner(layer: Layer) -> list[Layer]:
+    return [inner for _, inner in walk(layer)]
 
 
 def _trainable(layer: Layer) -> bool:

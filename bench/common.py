@@ -1,0 +1,96 @@
+"""Shared by the benchmarks: the BLAS in use, thread control, and cnnlab models in PyTorch.
+
+Run benchmarks with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for that command only
+(they force slow kernels on these machines):
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/NAME.py
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+import numpy as np
+
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+
+
+def blas_info() -> str:
+    """Which BLAS and kernel ran, and how many threads (threadpoolctl when installed)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return f"numpy {np.__version__} (install threadpoolctl to see the BLAS kernel)"
+    rows = [f"{i['internal_api']} {i.get('version')} {i.get('architecture', '')} "
+            f"threads={i['num_threads']}" for i in threadpool_info()]
+    return "; ".join(rows)
+
+
+def limit_threads(n: int = THREADS):
+    """Both NumPy's BLAS and PyTorch on n threads, so the comparison is like for like."""
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n)
+    except ImportError:
+        print("threadpoolctl missing: BLAS threads not pinned", file=sys.stderr)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch not installed: the PyTorch column is skipped (pip install torch==2.13.0)")
+        return None
+    return torch
+
+
+def to_torch(model, torch):
+    """The same network in PyTorch, with cnnlab's current weights copied in."""
+    import cnnlab as cl
+
+    nn = torch.nn
+    out = []
+    for layer in model.layers:
+        if isinstance(layer, cl.Conv2D):
+            (pt, pb), (pl, pr) = layer.win.pad
+            if pt != pb or pl != pr:
+                out.append(nn.ZeroPad2d((pl, pr, pt, pb)))
+                pt = pl = 0
+            m = nn.Conv2d(layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride,
+                          (pt, pl), bias=layer.use_bias)
+        elif isinstance(layer, cl.Dense):
+            m = nn.Linear(layer.input_shape[0], layer.units, bias=layer.use_bias)
+        elif isinstance(layer, cl.BatchNorm2D | cl.BatchNorm1D):
+            cls = nn.BatchNorm2d if isinstance(layer, cl.BatchNorm2D) else nn.BatchNorm1d
+            m = cls(layer.input_shape[0], eps=layer.eps, momentum=layer.momentum)
+        elif isinstance(layer, cl.MaxPool2D | cl.AvgPool2D):
+            cls = nn.MaxPool2d if isinstance(layer, cl.MaxPool2D) else nn.AvgPool2d
+            m = cls(layer.kernel_size, layer.stride, layer.win.pad[0][0])
+        elif isinstance(layer, cl.GlobalAvgPool2D):
+            m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        else:
+            simple = {cl.ReLU: nn.ReLU, cl.Flatten: nn.Flatten, cl.Tanh: nn.Tanh,
+                      cl.Sigmoid: nn.Sigmoid}
+            if type(layer) in simple:
+                m = simple[type(layer)]()
+            elif isinstance(layer, cl.Dropout):
+                m = nn.Dropout(layer.rate)
+            else:
+                raise ValueError(f"to_torch: no PyTorch counterpart for {layer.kind}")
+        with torch.no_grad():
+            for name, p in layer.parameters().items():
+                getattr(m, name).copy_(torch.from_numpy(p.data))
+        out.append(m)
+    return nn.Sequential(*out)
