@@ -38,8 +38,10 @@ _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
 DATASETS = {
     "fashion-mnist": Dataset(
         "fashion-mnist", FASHION, _IDX,
-        "On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist. Or put the four IDX "
-        "files (github.com/zalandoresearch/fashion-mnist) in a folder and pass it as root/--data.",
+        "On Debian/Ubuntu: sudo apt-get install dataset-fashion-mnist. Online: python -c "
+        "'import cnnlab; cnnlab.data.download()' (SHA-256 verified, into ~/.cache/cnnlab). Or put "
+        "the four IDX files (github.com/zalandoresearch/fashion-mnist) in a folder and pass it as "
+        "root/--data.",
     ),
     "mnist": Dataset(
         "mnist", tuple(str(d) for d in range(10)), _IDX,
