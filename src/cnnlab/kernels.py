@@ -63,8 +63,8 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride=1, padding=0) -> np.ndarray:
 def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride=1, padding=0) -> np.ndarray:
     """The adjoint of im2col: adds every column's entries back to the pixels they came from.
 
-    One strided add per kernel offset (kh·kw of them), never np.add.at over pixels;
-    returns a C-contiguous (N, C, H, W) array.
+    One strided add per kernel offset (kh·kw of them), never np.add.at over pixels. Returns an
+    (N, C, H, W) view of (C, N, H, W) memory, the layout the layers pass along (see layers/conv.py).
     """
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
     n, c, h, w = x_shape
@@ -74,7 +74,7 @@ def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride=1, padding=0) -> 
     for u in range(kh):
         for v in range(kw):
             _offset_view(dx, u, v, sh, sw, h_out, w_out)[...] += blocks[:, u, v]
-    return np.ascontiguousarray(dx[:, :, pt : pt + h, pl : pl + w].transpose(1, 0, 2, 3))
+    return dx[:, :, pt : pt + h, pl : pl + w].transpose(1, 0, 2, 3)
 
 
 def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray:
@@ -83,7 +83,7 @@ def maxpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndar
     (sh, sw), pads = _pairs(stride, padding)
     xp = pad(x, pads, -np.inf)
     h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
-    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy()
+    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy(order="K")  # keeps x's memory layout
     for u in range(kh):
         for v in range(kw):
             if u or v:
@@ -99,8 +99,8 @@ def maxpool_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, kh: int, kw: 
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
     xp = pad(x, ((pt, pb), (pl, pr)), -np.inf)
     h_out, w_out = y.shape[2:]
-    dx = np.zeros(xp.shape, dtype=dy.dtype)
-    taken = np.zeros(y.shape, dtype=bool)
+    dx = np.zeros_like(xp, dtype=dy.dtype)  # zeros_like: in x's memory layout
+    taken = np.zeros_like(y, dtype=bool)
     overlap = sh < kh or sw < kw
     for u in range(kh):
         for v in range(kw):
@@ -120,7 +120,7 @@ def avgpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndar
     (sh, sw), pads = _pairs(stride, padding)
     xp = pad(x, pads)
     h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
-    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy()
+    y = _offset_view(xp, 0, 0, sh, sw, h_out, w_out).copy(order="K")
     for u in range(kh):
         for v in range(kw):
             if u or v:

@@ -82,7 +82,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         if self.bias is not None:
             y_mat += self.bias.data[:, None]
         h_out, w_out = self.win.out
-        y = np.ascontiguousarray(y_mat.reshape(self.filters, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3))
+        # an (N, K, H, W) view of (K, N, H, W) memory: no copy, and the next convolution's
+        # im2col finds its (C, N, H, W) input already contiguous
+        y = y_mat.reshape(self.filters, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3)
         if training:
             self._cache = (x_col, x.shape[0])
         return self._from_2d(y)
