@@ -47,7 +47,8 @@ class Dropout(Layer):
         x = self._check_input(x)
         if not training:
             return x
-        mask = self.rng.random(x.shape) >= self.rate  # P(keep) = 1 − rate; bool: 1 byte a value
+        # P(keep) = 1 − rate; float32 draws are twice as fast as float64; bool: 1 byte a value
+        mask = self.rng.random(x.shape, dtype=np.float32) >= np.float32(self.rate)
         self._cache = mask
         y = x * mask
         y /= 1 - self.rate
