@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
@@ -38,7 +36,8 @@ RECIPES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--recipe", choices=RECIPES, default="default")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--torch", action="store_true", help="also train the same network in PyTorch")

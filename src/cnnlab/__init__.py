@@ -6,7 +6,7 @@
     print(model.summary())
 """
 
-from cnnlab import data, optim, zoo  # noqa: E402  (after the layers they build on)
+from cnnlab import data, optim, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
 from cnnlab.io import load, save
 from cnnlab.layers import (

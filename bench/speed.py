@@ -1,0 +1,185 @@
+"""Speed and memory against PyTorch CPU: training step and inference, per-layer times, GEMM
+efficiency, peak memory.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/speed.py [--nets fmnist-cnn resnet8]
+
+Each framework runs in its own subprocess (so peak memory is its own), on the same 2 threads,
+float32, batch 128, 28×28×1 input. Printed: images/s of a training step (forward, backward,
+SGD-with-momentum update) and of inference, the ratio cnnlab/PyTorch (> 1: cnnlab faster),
+the peak memory a training step adds over the model and batch (VmHWM − VmRSS after a reset),
+cnnlab's per-layer forward/backward times, and each convolution's achieved GFLOP/s (whole
+layer forward, and its GEMM alone) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in
+the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+import common  # noqa: E402
+
+BATCH, STEPS, WARMUP = 128, 12, 3
+
+
+def _status(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024  # kB → MiB
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+def _timed(fn, steps: int = STEPS) -> float:
+    for _ in range(WARMUP):
+        fn()
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - start) / steps
+
+
+def worker(framework: str, net: str) -> dict:
+    """Runs in a subprocess: one framework, one network; prints a JSON line."""
+    import cnnlab as cl
+
+    common.limit_threads()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, BATCH)
+    model = cl.zoo.get(net, seed=0)
+    if framework == "cnnlab":
+        loss, opt = cl.SoftmaxCrossEntropy(), cl.optim.SGD(model, lr=0.01, momentum=0.9)
+
+        def train():
+            loss.forward(model.forward(x, training=True), y)
+            model.backward(loss.backward(), input_grad=False)
+            opt.step()
+
+        def infer():
+            model.forward(x)
+    else:
+        import torch
+
+        net_t = common.to_torch(model, torch)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        opt_t = torch.optim.SGD(net_t.parameters(), lr=0.01, momentum=0.9)
+
+        def train():
+            net_t.train()
+            opt_t.zero_grad()
+            torch.nn.functional.cross_entropy(net_t(xt), yt).backward()
+            opt_t.step()
+
+        def infer():
+            net_t.eval()
+            with torch.no_grad():
+                net_t(xt)
+    infer_s = _timed(infer)
+    train()
+    _reset_peak()
+    base = _status("VmRSS")
+    train_s = _timed(train)
+    result = {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s,
+              "step_mib": _status("VmHWM") - base}
+    if framework == "cnnlab":
+        result["layers"] = layer_times(model, x)
+    return result
+
+
+def layer_times(model, x) -> list:
+    """Forward and backward seconds per layer (training mode), and conv GEMM FLOP counts."""
+    import cnnlab as cl
+    from cnnlab.kernels import im2col
+
+    rows = []
+    acts = [x]
+    for layer in model.layers:
+        acts.append(layer.forward(acts[-1], training=True))
+    for i, layer in enumerate(model.layers):
+        fwd = _timed(lambda layer=layer, a=acts[i]: layer.forward(a, training=True), 5)
+        dy = np.ones_like(acts[i + 1])
+
+        def back(layer=layer, a=acts[i], dy=dy):
+            layer.forward(a, training=True)
+            return layer.backward(dy)
+
+        bwd = _timed(back, 5) - fwd
+        flops, gemm = 0, 0.0
+        if isinstance(layer, cl.Conv2D):
+            k, c, kh, kw = layer.weight.shape
+            flops = 2 * k * c * kh * kw * int(np.prod(layer.out_shape[1:])) * x.shape[0]
+            x_col = im2col(acts[i], kh, kw, layer.win.stride, layer.win.pad)
+            w_mat = layer.weight.data.reshape(k, -1)
+            gemm = _timed(lambda w=w_mat, c=x_col: w @ c, 5)
+        rows.append({"name": layer.name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm})
+    return rows
+
+
+def sgemm_gflops() -> float:
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    return 2 * 2048**3 / _timed(lambda: a @ a, 5) / 1e9
+
+
+def run(framework: str, net: str) -> dict | None:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, __file__, "--worker", framework, "--nets", net],
+                          capture_output=True, text=True, env=env)
+    if proc.returncode:
+        print(f"{framework} {net} failed:\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("--nets", nargs="+", default=["fmnist-cnn", "resnet8"])
+    parser.add_argument("--worker", choices=["cnnlab", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.nets[0])))
+        return
+    common.limit_threads()
+    print(f"BLAS: {common.blas_info()}   threads: {common.THREADS}   batch {BATCH}, float32")
+    have_torch = common.torch_or_none() is not None
+    gemm = sgemm_gflops()
+    print(f"NumPy sgemm 2048×2048: {gemm:.1f} GFLOP/s")
+    for net in args.nets:
+        ours = run("cnnlab", net)
+        theirs = run("torch", net) if have_torch else None
+        if ours is None:
+            continue
+        print(f"\n{net}")
+        print(f"{'':12}{'cnnlab':>12}{'PyTorch':>12}{'ratio':>8}")
+        for key, label in (("train_ips", "train img/s"), ("infer_ips", "infer img/s"),
+                           ("step_mib", "step MiB")):
+            t = theirs[key] if theirs else float("nan")
+            ratio = (ours[key] / t) if key != "step_mib" else (ours[key] / t if t else float("nan"))
+            print(f"{label:12}{ours[key]:12.1f}{t:12.1f}{ratio:8.2f}")
+        print(f"  {'layer':16}{'fwd ms':>9}{'bwd ms':>9}  conv GFLOP/s: layer, its GEMM (share of sgemm)")
+        for row in ours["layers"]:
+            text = ""
+            if row["flops"]:
+                layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
+                text = (f"  {layer_rate:6.1f} ({100 * layer_rate / gemm:3.0f}%), "
+                        f"{gemm_rate:6.1f} ({100 * gemm_rate / gemm:3.0f}%)")
+            print(f"  {row['name']:16}{1e3 * row['fwd']:9.2f}{1e3 * row['bwd']:9.2f}{text}")
+
+
+if __name__ == "__main__":
+    main()
