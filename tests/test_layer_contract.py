@@ -62,6 +62,20 @@ CASES = [
     (lambda: cl.BatchNorm1D(), (3, 6)),
     (lambda: cl.Sequential([cl.Conv2D(3, 3, padding=1), cl.ReLU(), cl.MaxPool2D(2),
                             cl.Flatten(), cl.Dense(4), cl.Tanh(), cl.Dense(3)]), (2, 6, 6)),
+    (lambda: cl.LocalResponseNorm(), (7, 3, 3)),
+    (lambda: cl.LocalResponseNorm(4, alpha=0.3, beta=0.6, k=1.5), (5, 2, 3)),
+    (lambda: cl.LocalResponseNorm(3, alpha=0.5), (4, 5)),
+    (lambda: cl.Residual([cl.Conv2D(3, 3, padding=1), cl.BatchNorm2D(), cl.ReLU(),
+                          cl.Conv2D(3, 3, padding=1)]), (3, 5, 5)),
+    (lambda: cl.Residual([cl.Conv2D(4, 3, stride=2, padding=1, fit="floor"), cl.Tanh()],
+                         shortcut=[cl.Conv2D(4, 1, stride=2, fit="floor", bias=False),
+                                   cl.BatchNorm2D()]), (2, 5, 5)),
+    (lambda: cl.Concat([[cl.Conv2D(2, 1)], [cl.Conv2D(2, 1), cl.Tanh(), cl.Conv2D(3, 3, padding=1)],
+                        [cl.MaxPool2D(3, stride=1, padding=1), cl.Conv2D(1, 1)]]), (3, 4, 4)),
+    (lambda: cl.Concat([cl.Dense(3), [cl.Dense(2), cl.Tanh()]]), (5,)),
+    (lambda: cl.SqueezeExcite(2), (4, 3, 3)),
+    (lambda: cl.SqueezeExcite(16), (6, 2, 3)),
+    (lambda: cl.SqueezeExcite(2), (4, 5)),
 ]
 IDS = [f"{factory().kind}-{'x'.join(map(str, shape))}-{i}" for i, (factory, shape) in enumerate(CASES)]
 

@@ -134,6 +134,22 @@ class Layer:
         """The layers a container holds (empty for a plain layer)."""
         return []
 
+    def sublayer_inputs(self, input_shape: Shape) -> list[tuple[Layer, Shape]]:
+        """Each sublayer with the per-sample shape it receives when this layer gets
+        `input_shape` (pure, like output_shape: nothing needs to be built)."""
+        return []
+
+    def macs(self, input_shape: Shape) -> int:
+        """Multiply-adds of a forward pass, per sample (pure: nothing needs to be built).
+
+        The convention of the papers' "FLOPs" tables: only the products with weights count,
+        one per weight use — Conv2D K·C·F·F·H2·W2, Conv1D K·C·F·L2, LocallyConnected likewise
+        (a weight per position, but the same number of products), Dense D_in·units. Biases,
+        BatchNorm, activations, pooling, residual additions and SqueezeExcite's channel scaling
+        are a few operations per value and count 0. A container sums its sublayers.
+        """
+        return sum(layer.macs(shape) for layer, shape in self.sublayer_inputs(input_shape))
+
     # ------------------------------------------------------------- the lecture
     def arithmetic(self, input_shape: Shape) -> str:
         """One line of the summary: the lecture's arithmetic with this layer's numbers."""

@@ -22,6 +22,10 @@ class Sequential(Layer):
     ("conv2d_1.weight"). The same seed gives the same weights, bit for bit.
     """
 
+    #: the init a weighted layer gets when no activation follows it inside this Sequential; a
+    #: container sets it from what follows the container ("he" before a ReLU after a Residual)
+    init_hint: str | None = None
+
     def __init__(
         self, layers: Iterable[Layer], input_shape: Sequence[int] | None = None, *,
         seed: int = 0, dtype=np.float32,
@@ -62,6 +66,13 @@ class Sequential(Layer):
     def sublayers(self) -> list[Layer]:
         return self.layers
 
+    def sublayer_inputs(self, input_shape: Shape) -> list[tuple[Layer, Shape]]:
+        pairs, shape = [], tuple(input_shape)
+        for layer in self.layers:
+            pairs.append((layer, shape))
+            shape = layer.output_shape(shape)
+        return pairs
+
     def __len__(self) -> int:
         return len(self.layers)
 
@@ -81,20 +92,21 @@ class Sequential(Layer):
     def _build(self, rng: np.random.Generator) -> None:
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, WeightedMixin):
-                layer.init_hint = self._init_after(i)
+            if isinstance(layer, WeightedMixin) or layer.sublayers():
+                layer.init_hint = self._init_after(i)  # a container hands it to its last layers
             layer.build(shape, rng, self.dtype)
             shape = layer.out_shape
 
     def _init_after(self, i: int) -> str:
         """The initialisation the first activation after layer i asks for; Xavier when the
-        layer's output reaches another weighted layer or the scores without one."""
+        layer's output reaches another weighted layer (or a container) or the scores without
+        one; at the end of a container's branch, what follows the container."""
         for layer in self.layers[i + 1 :]:
             if layer.preferred_init:
                 return layer.preferred_init
-            if isinstance(layer, WeightedMixin):
-                break
-        return "xavier"
+            if isinstance(layer, WeightedMixin) or layer.sublayers():
+                return "xavier"
+        return self.init_hint or "xavier"
 
     # -------------------------------------------------------------- parameters
     def parameters(self) -> dict[str, Parameter]:
@@ -200,38 +212,49 @@ class Sequential(Layer):
         return "\n\n".join(parts)
 
     def summary(self) -> str:
-        """One row per layer: output volume, parameters and the lecture's arithmetic."""
+        """One row per layer: output volume, parameters, multiply-adds and the lecture's
+        arithmetic; then the totals. MACs follow `Layer.macs`'s convention (products with
+        weights only); a container's row sums its inside."""
         if not self.built:
             raise RuntimeError("Sequential: summary() needs a built model (give input_shape).")
         itemsize = self.dtype.itemsize
-        rows = [("Layer (type)", "Output", "Params", "Arithmetic")]
-        shape, activations = self.input_shape, 0
-        for layer in self.layers:
-            out = layer.out_shape
-            rows.append((f"{layer.name} ({layer.kind})", volume(out),
-                         f"{layer.count_params():,}", layer.arithmetic(shape)))
-            activations += int(np.prod(out))
-            shape = out
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        rows = [("Layer (type)", "Output", "Params", "MACs", "Arithmetic")]
+        floored = []
+        for layer, shape in self.sublayer_inputs(self.input_shape):
+            text = layer.arithmetic(shape)
+            rows.append((f"{layer.name} ({layer.kind})", volume(layer.out_shape),
+                         f"{layer.count_params():,}", f"{layer.macs(shape):,}", text))
+            if getattr(layer, "fit", None) == "floor" and "→" in text.split(";")[0]:
+                floored.append(layer.name)
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
 
         def line(row):
-            name, out, params, text = row
+            name, out, params, macs, text = row
             return (f"{name:<{widths[0]}}  {out:<{widths[1]}}  {params:>{widths[2]}}  "
-                    f"{text}").rstrip()
+                    f"{macs:>{widths[3]}}  {text}").rstrip()
 
         body = [line(row) for row in rows[1:]]
         rule = "─" * min(max(len(text) for text in body), 120)
         table = [line(rows[0]), rule, *body]
         total = self.count_params()
         trainable = sum(p.size for p in self.parameters().values() if p.trainable)
+        macs = self.macs(self.input_shape)
+        # every array a forward creates: the outputs of the layers, those inside containers too
+        activations = sum(int(np.prod(inner.out_shape)) for inner in [self, *_inner(self)]
+                          if not isinstance(inner, Sequential))
         table += [
             rule,
             f"Input: {volume(self.input_shape)} (H×W×D)   dtype: {self.dtype.name}",
             f"Total params: {total:,} ({_bytes(total * itemsize)})"
             + ("" if trainable == total else f"   trainable: {trainable:,}"),
+            f"Multiply-adds: {_si(macs)} per sample ({macs:,}; a training step costs about 3×: "
+            "backward computes dx and dW)",
             f"Activations: {activations:,} values per sample ({_bytes(activations * itemsize)}"
             f" forward; training keeps caches of similar size for backward)",
         ]
+        if floored:
+            table.append(f'fit="floor" drops leftover rows and columns (as PyTorch) at: '
+                         f"{', '.join(floored)}")
         return "\n".join(table)
 
 
@@ -250,3 +273,11 @@ def _bytes(n: float) -> str:
             break
         n, unit = n / 1024, bigger
     return f"{n:,.0f} B" if unit == "B" else f"{n:,.1f} {unit}"
+
+
+def _si(n: float) -> str:
+    """4_111_514_624 → "4.11 G" (decimal prefixes, as the papers' FLOP counts)."""
+    for prefix, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {prefix}"
+    return f"{n:g}"

@@ -125,6 +125,12 @@ class Conv2D(WeightedMixin, WindowLayer):
             f"parameters: {param_formula(unit, self.use_bias, [self.filters])}",
         ]
 
+    def macs(self, input_shape: Shape) -> int:
+        """K·C·F·F·H2·W2 (K·C·F·L2 in 1-D): each output value is one filter's F·F·C products.
+        LocallyConnected inherits it: its weights differ per position, their number of uses not."""
+        return self.filters * int(np.prod(self._unit(input_shape))) * int(
+            np.prod(self.output_shape(input_shape)[1:]))
+
     def arithmetic(self, input_shape: Shape) -> str:
         formula = param_formula(self._unit(input_shape), self.use_bias, [self.filters])
         return f"{self.window(input_shape).formulas()};  params = {formula}"

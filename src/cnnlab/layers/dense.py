@@ -72,6 +72,10 @@ class Dense(WeightedMixin, Layer):
             self.bias.grad = dy.sum(axis=0)
         return dy @ self.weight.data
 
+    def macs(self, input_shape: Shape) -> int:
+        """D_in·units: one product per weight."""
+        return int(input_shape[0]) * self.units
+
     def arithmetic(self, input_shape: Shape) -> str:
         return f"params = {param_formula([input_shape[0]], self.use_bias, [self.units])}"
 
