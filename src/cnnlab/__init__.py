@@ -15,6 +15,7 @@ from cnnlab.layers import (
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    Concat,
     Conv1D,
     Conv2D,
     Dense,
@@ -24,13 +25,16 @@ from cnnlab.layers import (
     LeakyReLU,
     LocallyConnected1D,
     LocallyConnected2D,
+    LocalResponseNorm,
     Maxout,
     MaxPool1D,
     MaxPool2D,
     PReLU,
     ReLU,
+    Residual,
     Sequential,
     Sigmoid,
+    SqueezeExcite,
     Swish,
     Tanh,
 )
@@ -40,11 +44,21 @@ from cnnlab.train import Callback, EarlyStopping, History, evaluate, fit, lr_fin
 __version__ = "0.1.0"
 
 __all__ = [
-    "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Conv1D", "Conv2D",
+    "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D",
     "DataError", "Dense", "Dropout", "Flatten",
-    "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocallyConnected1D", "LocallyConnected2D",
-    "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM", "PReLU", "Parameter",
-    "ReLU", "Sequential", "ShapeError", "Sigmoid", "SoftmaxCrossEntropy", "Swish", "Tanh",
+    "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocalResponseNorm", "LocallyConnected1D",
+    "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM",
+    "PReLU", "Parameter", "ReLU", "Residual", "Sequential", "ShapeError", "Sigmoid",
+    "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "save", "zoo",
+    "predict", "save", "viz", "zoo",
 ]
+
+
+def __getattr__(name: str):
+    # cl.viz loads on first use: `import cnnlab` stays free of matplotlib
+    if name == "viz":
+        from importlib import import_module
+
+        return import_module("cnnlab.viz")
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")

@@ -1,4 +1,5 @@
-"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, summary, explain, zoo.
+"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, summary, explain, zoo,
+report, demo.
 
 Exit status: 0 success; 2 usage error (a bad flag, flag value or config key); 1 failure (a
 missing or corrupt file, a data or shape error, training that diverged), reported as one line
@@ -177,8 +178,10 @@ def read_config(path: str | Path, actions: dict[str, argparse.Action]) -> dict:
             table = tomllib.load(f)
     except FileNotFoundError:
         raise Failure(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise UsageError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise UsageError(f"{path}: not valid TOML (nested too deep)") from None
     options = {}
     for key, value in table.items():
         flag = key.replace("_", "-")
@@ -289,7 +292,7 @@ def cmd_train(args) -> int:
     if checkpoint:
         tensors, metadata = cl.io.read_file(checkpoint)
         model = cl.io.model_from(tensors, metadata, checkpoint)
-        done = json.loads(metadata.get("training") or "{}").get("epoch", 0)
+        done = cl.io.training_state(metadata, checkpoint)["epoch"]
         if done >= opts["epochs"]:
             say(f"{checkpoint} has done {done} of {opts['epochs']} epochs; give --epochs N > {done} "
                 "to train on")
@@ -324,7 +327,8 @@ def cmd_train(args) -> int:
         cl.fit(model, (x, y), loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
                epochs=opts["epochs"], batch_size=opts["batch-size"], val=(xt, yt),
                schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"]),
-               transform=make_augment(opts["augment"]), seed=opts["seed"], out=out, resume=checkpoint)
+               transform=make_augment(opts["augment"]), seed=opts["seed"], out=out, resume=checkpoint,
+               checkpoint_every=opts.get("checkpoint-every", 0))
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
@@ -333,6 +337,12 @@ def cmd_train(args) -> int:
     k = min(5, len(names))
     print(f"{what} accuracy {100 * result['accuracy']:.2f}% (top-{k} {100 * result['top5']:.1f}%) "
           f"on {len(xt):,} images — model saved to {out / 'model.safetensors'}")
+    try:  # the run itself succeeded: a report that cannot be written is a warning
+        report = cl.viz.report(out, model, xt, yt, model.class_names or names,
+                               data=f"{source.describe()}, {what} split")
+        say(f"report: {report}")
+    except (ImportError, ValueError, OSError) as error:
+        say(f"cnnlab: warning: no report ({_one_line(error)}); try: cnnlab report {out}")
     return 0
 
 
@@ -340,9 +350,14 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     model = cl.load(args.model)
     spec = args.data
-    if spec is None and (Path(args.model).parent / CONFIG).is_file():
-        with open(Path(args.model).parent / CONFIG, "rb") as f:
-            spec = tomllib.load(f).get("data")
+    if spec is None and (config := Path(args.model).parent / CONFIG).is_file():
+        with open(config, "rb") as f:
+            try:
+                spec = tomllib.load(f).get("data")
+            except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+                raise Failure(f"{config}: not valid TOML ({error}); give --data") from None
+        if not isinstance(spec, str | None):
+            raise Failure(f"{config}: data = {spec!r} is not a dataset name or folder; give --data")
     source = Source(spec or default_data(), holdout=False)
     x, y, names, what = source.load(args.split, model.input_shape)
     if x.shape[1:] != model.input_shape:
@@ -432,16 +447,42 @@ def cmd_explain(args) -> int:
 
 
 def cmd_zoo(args) -> int:
+    """The zoo from the shapes alone (cl.zoo.count: no weights allocated), small models first,
+    then the ImageNet winners in the order of their years."""
+
+    def short(macs: int) -> str:
+        return f"{macs / 1e9:.2f} G" if macs >= 1e8 else f"{macs / 1e6:.1f} M"
+
+    header = ("model", "params", "MACs", "input", "top-5", "about")
     rows = []
-    for name in cl.zoo.names():
-        model = cl.zoo.get(name)
-        about = " ".join((cl.zoo.MODELS[name].__doc__ or "").split()).split(": ")[0]
-        rows.append((name, f"{model.count_params():,}", volume(model.input_shape),
-                     about if len(about) <= 72 else about[:71] + "…"))
-    widths = [max(len(r[i]) for r in [("model", "params", "input", ""), *rows]) for i in range(3)]
-    for row in [("model", "params", "input", "about"), *rows]:
-        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]}")
+    for name, builder in cl.zoo.MODELS.items():
+        counts = cl.zoo.count(name)
+        top5 = cl.zoo.PAPER_TOP5.get(name)
+        about = " ".join((builder.__doc__ or "").split()).split(": ")[0]
+        rows.append((name, f"{counts.params:,}", short(counts.macs), volume(counts.input_shape),
+                     "—" if top5 is None else f"{top5[0]:.{1 if top5[0] * 10 % 1 == 0 else 2}f}%",
+                     about if len(about) <= 64 else about[:63] + "…"))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  "
+              f"{row[3]:<{widths[3]}}  {row[4]:>{widths[4]}}  {row[5]}")
+    print("\nMACs: multiply-adds per image (forward). top-5: the ImageNet top-5 error the model's "
+          "paper reported (protocols differ; see docs/imagenet.md); — for models not from an "
+          "ImageNet paper or without a top-5 figure.")
     return 0
+
+
+# -------------------------------------------------------------- report, demo
+def cmd_report(args) -> int:
+    from cnnlab.viz import commands  # the body lives beside the report it writes
+
+    return commands.report(args)
+
+
+def cmd_demo(args) -> int:
+    from cnnlab.viz import commands
+
+    return commands.demo(args)
 
 
 # -------------------------------------------------------------------- parser
@@ -501,6 +542,29 @@ A configuration that does not fit is explained too, with the arithmetic and what
 the exit status is 0 whenever an explanation is printed.
 """
 
+REPORT_EXAMPLES = """\
+examples:
+  cnnlab report runs/fmnist                     # writes runs/fmnist/report.html
+  cnnlab report runs/photos --data photos/      # test images from another place
+
+One HTML file, images inline, nothing fetched: the model summary, the training curves, the
+confusion matrix, the per-class accuracy, the first layer's filters, the feature maps of a few
+test images and the most confident mistakes. cnnlab train writes it at the end of every run.
+Without --data: the data recorded in the run's config.toml.
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  cnnlab demo conv --out demo                   # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
+  cnnlab demo conv --input 7x7x1 --filters 1 --size 3 --stride 2 --pad 0 --out demo7
+  cnnlab demo conv --seed 3 --out demo-random   # the lecture's shapes, random numbers
+
+Writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys: space, ← →)
+and DIR/demo.gif, walking through every output position with its dot product. The lecture's
+configuration uses its numbers; others (or --seed) use small random integers. The outputs are
+computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture writes it.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
@@ -545,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     option("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     option("--resume", metavar="CKPT|DIR", help="a checkpoint, or a run directory (its last one)")
     option("--limit", type=positive_int, metavar="N", help="use only the first N training images")
+    option("--checkpoint-every", type=natural, metavar="N",
+           help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 
@@ -584,6 +650,26 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--no-bias", action="store_true", help="count weights only")
         else:
             q.add_argument("--avg", action="store_true", help="average instead of max pooling")
+    p.set_defaults(parser=p)
+
+    p = command("report", cmd_report, "an HTML report of a training run", REPORT_EXAMPLES)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory written by cnnlab train")
+    p.add_argument("--data", metavar="NAME|PATH", help="test data (default: the run's)")
+
+    p = command("demo", cmd_demo, "the lecture's animated demos as HTML pages and GIFs", DEMO_EXAMPLES)
+    demos = p.add_subparsers(dest="demo", metavar="DEMO", required=True)
+    q = demos.add_parser("conv", help="the convolution demo", description="the convolution demo: "
+                         "every output position with its dot product", epilog=DEMO_EXAMPLES,
+                         formatter_class=raw, parents=[common])
+    q.add_argument("--input", type=shape_hwd, default=(5, 5, 3), metavar="HxWxD",
+                   help="input volume, depth last (default 5x5x3)")
+    q.add_argument("--filters", type=positive_int, default=2, metavar="K", help="default 2")
+    q.add_argument("--size", type=positive_int, default=3, metavar="F", help="extent (default 3)")
+    q.add_argument("--stride", type=positive_int, default=2, metavar="S", help="default 2")
+    q.add_argument("--pad", type=natural, default=1, metavar="P", help="zero padding (default 1)")
+    q.add_argument("--seed", type=natural, metavar="N",
+                   help="random numbers from this seed (default: the lecture's for its shapes)")
+    q.add_argument("--out", required=True, metavar="DIR", help="folder for demo.html and demo.gif")
     p.set_defaults(parser=p)
 
     command("zoo", cmd_zoo, "the ready-made models", "example:\n  cnnlab zoo\n")

@@ -9,7 +9,12 @@ A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
     preprocess    JSON of the input preprocessing (or "null");  class_names  JSON list or null
     sha256        of every tensor's name, dtype, shape and bytes; checked on load
     training      (checkpoints) JSON: epoch, step, optimizer, RNG states, history
+Reading never unpickles or evaluates anything: the header and metadata are JSON, the layer types
+come from a closed list (the layers of cnnlab.layers), their arguments must be plain values,
+the tensors must match their SHA-256, and the architecture may not ask for more weights than the
+file holds (a hostile file cannot make cnnlab allocate what it does not contain).
 Writes are atomic: a temporary file in the same folder, fsync, os.replace, fsync the folder.
+docs/security.md lists these promises and the tests that check them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import math
 import os
+import signal
 import struct
 from pathlib import Path
 
@@ -25,11 +32,17 @@ import numpy as np
 
 from cnnlab import layers as layer_module
 from cnnlab.core import Layer, ModelFileError, walk
+from cnnlab.layers.blocks import Concat, Residual
 from cnnlab.layers.containers import Sequential
 
 FORMAT = "cnnlab/1"
 #: headers above this are refused before they are parsed (a real one is a few kB)
 MAX_HEADER = 16 << 20
+#: nested Sequentials deeper than this are refused (the zoo's deepest is 2)
+MAX_DEPTH = 8
+#: weights an architecture may ask for beyond those its file holds (64 MiB of float32) before
+#: it is refused unbuilt; a smaller mismatch is reported tensor by tensor after the build
+WEIGHT_SLACK = 1 << 24
 
 
 def _registry() -> dict[str, type[Layer]]:
@@ -51,7 +64,9 @@ def _to_json(value):
     return value
 
 
-def _make_layer(spec, where: str, registry: dict[str, type[Layer]]) -> Layer:
+def _make_layer(spec, where: str, registry: dict[str, type[Layer]], depth: int = 0) -> Layer:
+    if depth > MAX_DEPTH:
+        raise ModelFileError(f"{where}: Sequentials nested more than {MAX_DEPTH} deep")
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
         raise ModelFileError(f"{where}: a layer must be an object with a string 'type'")
     kind = spec["type"]
@@ -64,8 +79,10 @@ def _make_layer(spec, where: str, registry: dict[str, type[Layer]]) -> Layer:
         inner = args.pop("layers", None)
         if not isinstance(inner, list) or args:
             raise ModelFileError(f"{where}: a nested Sequential takes only a list of 'layers'")
-        return Sequential([_make_layer(s, f"{where}.layers[{i}]", registry)
+        return Sequential([_make_layer(s, f"{where}.layers[{i}]", registry, depth + 1)
                            for i, s in enumerate(inner)])
+    if cls in (Residual, Concat):  # lists of layers, each made through this same closed registry
+        return _make_block(cls, args, where, registry, depth)
     allowed = set(inspect.signature(cls.__init__).parameters) - {"self"}
     if unknown := sorted(set(args) - allowed):
         raise ModelFileError(f"{where}: {kind} takes no argument {', '.join(unknown)}")
@@ -74,8 +91,29 @@ def _make_layer(spec, where: str, registry: dict[str, type[Layer]]) -> Layer:
             raise ModelFileError(f"{where}: {kind} argument {key}={value!r} is not a plain value")
     try:
         return cls(**args)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ArithmeticError) as error:
         raise ModelFileError(f"{where}: cannot create {kind}: {error}") from None
+
+
+def _make_block(cls, args: dict, where: str, registry, depth: int) -> Layer:
+    """Residual(branch_layers=[…], shortcut=None | […]) or Concat(branches=[[…], …])."""
+
+    def chain(specs, at: str) -> list[Layer]:
+        if not isinstance(specs, list) or not specs:
+            raise ModelFileError(f"{at}: expected a non-empty list of layers")
+        return [_make_layer(s, f"{at}[{i}]", registry, depth + 1) for i, s in enumerate(specs)]
+
+    if cls is Residual:
+        if unknown := sorted(set(args) - {"branch_layers", "shortcut"}):
+            raise ModelFileError(f"{where}: Residual takes no argument {', '.join(unknown)}")
+        shortcut = args.get("shortcut")
+        return Residual(chain(args.get("branch_layers"), f"{where}.branch_layers"),
+                        None if shortcut is None else chain(shortcut, f"{where}.shortcut"))
+    branches = args.pop("branches", None)
+    if not isinstance(branches, list) or len(branches) < 2 or args:
+        raise ModelFileError(f"{where}: a Concat takes only 'branches', a list of 2 or more lists "
+                             "of layers")
+    return Concat([chain(b, f"{where}.branches[{i}]") for i, b in enumerate(branches)])
 
 
 def _plain(value) -> bool:
@@ -84,8 +122,29 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def from_architecture(arch) -> Sequential:
-    """Rebuilds (and builds) the model an architecture dict describes."""
+def _weights_needed(layers, shape) -> int:
+    """The weights `layers` allocate when built on input `shape`, from the shapes alone (weight
+    matrices only, so never more than a valid file holds). Raises what output_shape raises."""
+    from cnnlab.layers import Conv2D, Dense, LocallyConnected2D
+
+    total = 0
+    for layer in layers:
+        out = layer.output_shape(shape)
+        if parts := layer.sublayer_inputs(shape):  # Sequential, Residual, Concat, SqueezeExcite
+            total += sum(_weights_needed([part], part_shape) for part, part_shape in parts)
+        elif isinstance(layer, Conv2D):  # Conv1D and LocallyConnected1D/2D are Conv2Ds
+            n = layer.filters * shape[0] * math.prod(np.atleast_1d(layer.kernel_size).tolist())
+            total += n * math.prod(out[1:]) if isinstance(layer, LocallyConnected2D) else n
+        elif isinstance(layer, Dense):
+            total += layer.units * shape[0]
+        shape = out
+    return total
+
+
+def from_architecture(arch, *, max_weights: int | None = None) -> Sequential:
+    """Rebuilds (and builds) the model an architecture dict describes. With `max_weights` (the
+    parameter values a file holds), an architecture needing more than WEIGHT_SLACK beyond it is
+    refused before anything is allocated: memory stays bounded by the file's size."""
     if not isinstance(arch, dict) or arch.get("type") != "Sequential":
         raise ModelFileError("architecture: expected an object of type 'Sequential'")
     shape, dtype = arch.get("input_shape"), arch.get("dtype", "float32")
@@ -100,8 +159,14 @@ def from_architecture(arch) -> Sequential:
     registry = _registry()
     built = [_make_layer(spec, f"architecture.layers[{i}]", registry) for i, spec in enumerate(layers)]
     try:
+        needed = _weights_needed(built, tuple(shape))
+        if max_weights is not None and needed > max_weights + WEIGHT_SLACK:
+            raise ModelFileError(f"architecture: its layers need {needed:,} weights but the file holds "
+                                 f"{max_weights:,} parameter values; refusing to allocate them")
         return Sequential(built, input_shape=tuple(shape), dtype=dtype)
-    except ValueError as error:
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError, ArithmeticError) as error:
         raise ModelFileError(f"architecture does not build: {error}") from None
 
 
@@ -129,12 +194,38 @@ def write_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata
     atomic_write(path, data)
 
 
+#: Test hook, not an API. CNNLAB_TEST_KILL_AT="step:N" makes the process SIGKILL itself right
+#: after its N-th training step (before that step's checkpoint); "save:N" halfway through its
+#: N-th atomic_write, with half the temporary file on disk and the target not yet replaced.
+#: tests/test_kill_resume.py uses it to kill runs at exact moments and resume them.
+_KILL_ENV = "CNNLAB_TEST_KILL_AT"
+_kill_counts = {"step": 0, "save": 0}
+
+
+def kill_point(event: str) -> None:
+    """SIGKILLs this process at the moment CNNLAB_TEST_KILL_AT names (see above); else nothing."""
+    spec = os.environ.get(_KILL_ENV)
+    if not spec:
+        return
+    _kill_counts[event] += 1
+    kind, _, n = spec.partition(":")
+    if kind == event and n.isdigit() and _kill_counts[event] == int(n):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """Writes all of `data` or nothing: a crash or a full disk leaves the old file intact."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
+            if os.environ.get(_KILL_ENV):
+                half = len(data) // 2
+                f.write(data[:half])
+                f.flush()
+                os.fsync(f.fileno())
+                kill_point("save")
+                data = data[half:]
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -168,7 +259,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     try:
         header = json.loads(raw[8 : 8 + size])
         metadata = header.get("__metadata__") or {}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise ModelFileError(f"{path}: not a safetensors file (the header is not JSON)") from None
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         raise ModelFileError(f"{path}: not a cnnlab model file (format {metadata.get('format')!r}, "
@@ -181,6 +272,8 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         tensors = load(raw)
     except (SafetensorError, ValueError, TypeError, OverflowError) as error:
         raise ModelFileError(f"{path}: corrupt safetensors data ({error})") from None
+    except KeyError as error:  # a dtype NumPy lacks (BF16, F8_*): cnnlab never writes one
+        raise ModelFileError(f"{path}: unsupported tensor dtype {error}") from None
     if metadata.get("sha256") != digest(tensors):
         raise ModelFileError(f"{path}: the tensors do not match their SHA-256 (corrupted or "
                              "modified file); refusing to use them")
@@ -190,7 +283,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
 def _meta_json(metadata: dict[str, str], key: str, path):
     try:
         return json.loads(metadata.get(key, "null"))
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON") from None
 
 
@@ -219,7 +312,8 @@ def load(path: str | os.PathLike) -> Sequential:
 def model_from(tensors, metadata, path) -> Sequential:
     from cnnlab.data.loader import Preprocess
 
-    model = from_architecture(_meta_json(metadata, "architecture", path))
+    stored = sum(v.size for k, v in tensors.items() if k.startswith("param."))
+    model = from_architecture(_meta_json(metadata, "architecture", path), max_weights=stored)
     assign(model, tensors, path)
     preprocess = _meta_json(metadata, "preprocess", path)
     if preprocess is not None:
@@ -260,3 +354,50 @@ def set_rng_states(model: Layer, states: dict[str, dict]) -> None:
     for name, layer in walk(model):
         if name in states:
             layer.rng.bit_generator.state = states[name]
+
+
+# ------------------------------------------------------------------ checkpoints
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_TRAINING = {  # what each key of a checkpoint's "training" metadata must hold
+    "epoch": _count, "step": _count, "global_step": _count, "seed": _count,
+    "batch_size": lambda v: _count(v) and v > 0,
+    "base_lr": lambda v: _number(v) and 0 < v < math.inf,
+    "stop": lambda v: v is None or isinstance(v, str),
+    "optimizer": lambda v: isinstance(v, dict),
+    "rng": lambda v: isinstance(v, dict) and all(isinstance(s, dict) for s in v.values()),
+    "history": lambda v: isinstance(v, list) and all(
+        isinstance(row, dict) and all(x is None or _number(x) for x in row.values()) for row in v),
+    "partial": lambda v: isinstance(v, dict) and _number(v.get("loss")) and _count(v.get("correct"))
+    and _count(v.get("seen")) and _number(v.get("seconds")),
+    "best": lambda v: v is None or _number(v),
+    "callbacks": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
+}
+
+
+def training_state(metadata: dict[str, str], path) -> dict:
+    """A checkpoint's training state (epoch, step, optimizer, RNG states, history, ...) with
+    every field's type checked: a model file, or a damaged or tampered state, is a ModelFileError
+    here rather than a crash halfway through a resumed run. The state is not covered by the
+    SHA-256 (the tensors are); what it holds is checked when it is used."""
+    training = _meta_json(metadata, "training", path)
+    if training is None:
+        raise ModelFileError(f"{path}: a model file, not a training checkpoint")
+    if not isinstance(training, dict):
+        raise ModelFileError(f"{path}: corrupt training state (not a JSON object)")
+    for key, ok in _TRAINING.items():
+        if key not in training:
+            raise ModelFileError(f"{path}: corrupt training state (no {key!r})")
+        if not ok(training[key]):
+            raise ModelFileError(f"{path}: corrupt training state ({key} = "
+                                 f"{json.dumps(training[key])[:60]})")
+    if training["step"] > 0 and training["partial"]["seen"] == 0:
+        raise ModelFileError(f"{path}: corrupt training state (step {training['step']} of an epoch "
+                             "with no samples seen)")
+    return training

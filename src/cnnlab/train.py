@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import io
+from cnnlab.core import DataError
 from cnnlab.data.loader import Loader, Preprocess
 from cnnlab.losses import softmax
 from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
@@ -88,7 +89,10 @@ class EarlyStopping(Callback):
         return {"best": self.best, "wait": self.wait}
 
     def load_state(self, state: dict) -> None:
-        self.best, self.wait = state.get("best"), state.get("wait", 0)
+        best, wait = state.get("best"), state.get("wait", 0)
+        if not (best is None or isinstance(best, int | float)) or not isinstance(wait, int):
+            raise ValueError(f"EarlyStopping: cannot restore the state {state}")
+        self.best, self.wait = best, wait
 
 
 def _as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
@@ -124,6 +128,9 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.stop: str | None = None
         self.best: float | None = None
+        _check_labels(model, self.train, "train")
+        if self.val is not None:
+            _check_labels(model, self.val, "val")
         if checkpoint_every and self.out is None:
             raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs a run folder (out=...) "
                              "to write the checkpoints to")
@@ -155,13 +162,24 @@ class Trainer:
 
     def resume(self, path) -> None:
         tensors, metadata = io.read_file(path)
-        training = json.loads(metadata.get("training", "null") or "null")
-        if not isinstance(training, dict):
-            raise io.ModelFileError(f"{path}: a model file, not a training checkpoint")
+        training = io.training_state(metadata, path)
         if (training["seed"], training["batch_size"]) != (self.train.seed, self.train.batch_size):
             raise ValueError(
                 f"resume: {path} was trained with seed={training['seed']}, batch_size="
                 f"{training['batch_size']}; resume with the same values to continue that run")
+        if training["step"] >= len(self.train):
+            raise ValueError(f"resume: {path} stopped after batch {training['step']} of an epoch; "
+                             f"this data has {len(self.train)} batches an epoch. Resume with the "
+                             "same data to continue that run")
+        try:
+            self._restore(path, tensors, metadata, training)
+        except io.ModelFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+            # the state passed its type checks, yet does not fit this model or optimizer
+            raise io.ModelFileError(f"{path}: the training state does not fit this run: {error}") from None
+
+    def _restore(self, path, tensors, metadata, training) -> None:
         io.assign(self.model, tensors, path)
         saved = io.model_from(tensors, metadata, path)
         self.model.preprocess, self.model.class_names = saved.preprocess, saved.class_names
@@ -186,6 +204,7 @@ class Trainer:
             bar = self._bar(steps)
             for xb, yb in self.train.batches(self.epoch, self.step):
                 self._train_step(xb, yb, steps)
+                io.kill_point("step")  # a test hook: see io.kill_point
                 if bar is not None:
                     bar.update(len(xb))
                     bar.set_postfix(loss=f"{self.partial['loss'] / self.partial['seen']:.4f}",
@@ -222,7 +241,7 @@ class Trainer:
             scores = self.model.forward(xb, training=True)
             value = self.loss.forward(scores, yb)
             if not math.isfinite(value):
-                self._fail(f"the loss is {value}", xb)
+                self._fail(f"the loss is {value}", xb, scores)
             self.model.backward(self.loss.backward(), input_grad=False)
         if self.clip_norm:
             from cnnlab.optim import clip_grad_norm
@@ -244,9 +263,12 @@ class Trainer:
         self.partial["correct"] += int((scores.argmax(axis=1) == yb).sum())
         self.partial["seen"] += len(yb)
 
-    def _fail(self, what: str, xb: np.ndarray) -> None:
+    def _fail(self, what: str, xb: np.ndarray, scores: np.ndarray | None = None) -> None:
         layer = first_nonfinite_layer(self.model, xb)
         where = f"; first non-finite output: {layer}" if layer else ""
+        if not layer and scores is not None:
+            where = (f"; every layer's output is finite: the loss overflowed on scores up to "
+                     f"{float(np.abs(scores).max()):.3g}")
         kept = ""
         if self.last_checkpoint is not None and self.last_checkpoint.exists():
             kept = f" The last good checkpoint stays: {self.last_checkpoint}."
@@ -276,6 +298,17 @@ class Trainer:
                 io.save(self.model, self.out / "best.safetensors")
             self.history.write_csv(self.out / "metrics.csv")
             self.save_checkpoint(self.last_checkpoint)
+
+
+def _check_labels(model, loader: Loader, what: str) -> None:
+    """All labels in [0, K) for a model with K outputs, checked once before the first step."""
+    out = getattr(model, "out_shape", None)
+    if not out or len(out) != 1 or not len(loader.y):
+        return
+    low, high = int(loader.y.min()), int(loader.y.max())
+    if low < 0 or high >= out[0]:
+        raise DataError(f"fit: the {what} labels run from {low} to {high}, but the model has "
+                        f"{out[0]} outputs; labels must be class indices in [0, {out[0] - 1}]")
 
 
 def _epoch_line(row: dict, epochs: int) -> str:

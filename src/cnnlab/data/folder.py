@@ -4,8 +4,8 @@
       cat/  001.png  002.jpg ...
       dog/  a.jpeg ...
 
-Each image (PNG, JPEG, or anything else Pillow reads, of any size and mode) becomes the model's
-input (C, H, W) as uint8:
+Each image (PNG, JPEG, BMP, GIF, WebP, TIFF or PPM/PGM, of any size and mode) becomes the
+model's input (C, H, W) as uint8:
   - its EXIF orientation is applied (photos from phones);
   - transparency is composited onto black (Fashion-MNIST's background);
   - 16-bit and float images are scaled to 0–255;
@@ -16,10 +16,13 @@ a photo of a dark shirt on a white table needs inverting by the user.
 
 Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays in force: an image above it is
 refused with a DataError, as is a corrupt, truncated or unreadable file, always naming the file.
+Only the formats above are decoded, whatever the file's name: Pillow's other plugins (EPS, which
+runs Ghostscript, PSD, FITS, ...) are never handed a file from a stranger.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections import Counter
@@ -32,6 +35,8 @@ from cnnlab.core import DataError
 
 #: file name endings read as images; other files in a class folder are skipped (and counted)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+#: the Pillow decoders used (JPEG opens the multi-picture MPO files of phone cameras too)
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 
 
 def _pillow():
@@ -59,10 +64,15 @@ def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[
     """(C, H, W) uint8, the source mode and (height, width) of the file at `path`."""
     Image, ImageOps = _pillow()
     try:
+        # Pillow reads from memory: a chunk length in a damaged header can never make it
+        # allocate more than the file holds
+        raw = io.BytesIO(path.read_bytes())
         with warnings.catch_warnings():
             # above MAX_IMAGE_PIXELS Pillow only warns (it raises above twice that): refuse both
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            # damaged metadata ("Corrupt EXIF data"): the pixels decode or fail on their own
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+            with Image.open(raw, formats=FORMATS) as image:
                 image.load()
                 mode, (width, height) = image.mode, image.size
                 image = ImageOps.exif_transpose(image)
@@ -76,8 +86,13 @@ def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[
         raise DataError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, not an image file") from None
+    except PermissionError as error:
+        raise DataError(f"{path}: cannot read ({error.strerror})") from None
+    except MemoryError:
+        raise DataError(f"{path}: too large to decode in the memory available") from None
     except Image.UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file Pillow can read") from None
+        raise DataError(f"{path}: not an image file cnnlab reads (PNG, JPEG, BMP, GIF, WebP, TIFF, "
+                        "PPM/PGM)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow reports truncated or corrupt data as OSError, ValueError or SyntaxError
         raise DataError(f"{path}: corrupt or truncated image ({error})") from None

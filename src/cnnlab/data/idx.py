@@ -88,7 +88,9 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         data = gzip.compress(data, compresslevel=9, mtime=0)
     elif path.suffix == ".xz":
         data = lzma.compress(data, preset=9)
-    path.write_bytes(data)
+    from cnnlab.io import atomic_write  # here: cnnlab.io imports the layers, the readers need none
+
+    atomic_write(path, data)
 
 
 def load_idx_pair(images: Path, labels: Path) -> tuple[np.ndarray, np.ndarray]:

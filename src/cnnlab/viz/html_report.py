@@ -1,0 +1,166 @@
+"""A training run as one self-contained HTML page: `report.html` in the run directory.
+
+    path = cl.viz.report("runs/fmnist", model, x_test, y_test, class_names)
+
+Images are inline (base64 PNG), the style is inline, nothing is fetched: the file can be mailed,
+archived or opened offline. Sections: the model summary, the training curves, the confusion
+matrix, the per-class accuracy, the first layer's filters, the feature maps of a few test
+images and the most confident mistakes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cnnlab import io
+from cnnlab.losses import SoftmaxCrossEntropy, softmax
+from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
+from cnnlab.train import History, predict_scores
+from cnnlab.viz import figures
+
+SECTIONS = {  # id: heading, in the page's order
+    "summary": "Model", "curves": "Training curves", "confusion": "Confusion matrix",
+    "per-class": "Per-class accuracy", "filters": "First-layer filters",
+    "feature-maps": "Feature maps", "mistakes": "Most confident mistakes",
+}
+
+STYLE = """
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif; color: #1d1d1f;
+       margin: 0 auto; padding: 24px; max-width: 1180px; background: #fff; }
+h1 { font-size: 24px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 34px 0 8px; border-bottom: 1px solid #dde0e5; padding-bottom: 4px; }
+nav a { margin-right: 14px; color: #1f5fbf; text-decoration: none; }
+nav a:hover { text-decoration: underline; }
+.headline { font-size: 17px; margin: 8px 0 14px; }
+.headline b { font-size: 21px; }
+pre { font: 12.5px/1.45 ui-monospace, "DejaVu Sans Mono", monospace; background: #f6f7f9;
+      border: 1px solid #dde0e5; border-radius: 6px; padding: 10px 14px; overflow-x: auto; }
+img { max-width: 100%; height: auto; display: block; margin: 6px 0; }
+table.classes { border-collapse: collapse; font-variant-numeric: tabular-nums; }
+table.classes th, table.classes td { padding: 3px 12px; border-bottom: 1px solid #e6e8ec;
+                                     text-align: right; }
+table.classes th:first-child, table.classes td:first-child { text-align: left; }
+.bar { display: inline-block; height: 10px; background: #4c8bd6; border-radius: 2px;
+       vertical-align: middle; }
+.note { color: #5a5f68; font-size: 13.5px; }
+figure { margin: 14px 0; }
+figcaption { color: #3a3f48; font-size: 14px; }
+"""
+
+
+def _image(png: bytes, alt: str) -> str:
+    return (f'<img alt="{html.escape(alt)}" '
+            f'src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">')
+
+
+def _history(run_dir: Path, history) -> History | None:
+    if history is None:
+        csv = run_dir / "metrics.csv"
+        return figures.read_metrics(csv) if csv.is_file() else None
+    return history if isinstance(history, History) else History(history)
+
+
+def _per_class_table(names: list[str], accuracy: np.ndarray, counts: np.ndarray) -> str:
+    rows = ["<tr><th>class</th><th>accuracy</th><th></th><th>images</th></tr>"]
+    for name, acc, count in zip(names, accuracy, counts, strict=True):
+        text = "—" if np.isnan(acc) else f"{100 * acc:.1f}%"
+        width = 0 if np.isnan(acc) else round(160 * acc)
+        rows.append(f"<tr><td>{html.escape(name)}</td><td>{text}</td>"
+                    f'<td><span class="bar" style="width:{width}px"></span></td><td>{count:,}</td></tr>')
+    return '<table class="classes">' + "".join(rows) + "</table>"
+
+
+def _examples(y: np.ndarray, n: int) -> list[int]:
+    """The first test image of each of the first n classes met: a few different things."""
+    _, first = np.unique(y, return_index=True)
+    return sorted(first.tolist())[:n]
+
+
+def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
+           class_names: list[str] | None = None, *, history=None, data: str | None = None,
+           examples: int = 3, max_mistakes: int = 16, title: str | None = None) -> Path:
+    """Writes run_dir/report.html for `model` evaluated on the test images (x, y) and returns
+    its path. `history`: a History or its rows (default: run_dir/metrics.csv when present);
+    `data`: a few words on the test data for the headline; `examples`: the test images whose
+    feature maps are shown; `max_mistakes`: the mistakes shown."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y, np.int64)
+    scores = predict_scores(model, x)
+    probs = softmax(scores)
+    k = scores.shape[1]
+    names = list(class_names or model.class_names or [str(i) for i in range(k)])
+    matrix = confusion_matrix(y, scores.argmax(axis=1), k)
+    top = min(5, k)
+    accuracy, top_k = top_k_accuracy(scores, y, 1), top_k_accuracy(scores, y, top)
+    loss = SoftmaxCrossEntropy().forward(scores, y)
+    history = _history(run_dir, history)
+    body: dict[str, str] = {}
+
+    body["summary"] = f"<pre>{html.escape(model.summary())}</pre>"
+    if history is not None and len(history):
+        seconds = sum(v for v in history["seconds"] if v is not None)
+        body["curves"] = (_image(figures.curves(history), "loss, accuracy and learning rate per epoch")
+                          + f'<p class="note">{len(history)} epoch{"s" if len(history) > 1 else ""}, '
+                          f"{seconds:.0f} s of training.</p>")
+    else:
+        body["curves"] = '<p class="note">No training history (metrics.csv) in this run.</p>'
+    body["confusion"] = _image(figures.confusion(matrix, names), "confusion matrix")
+    body["per-class"] = _per_class_table(names, per_class_accuracy(matrix), matrix.sum(axis=1))
+    try:
+        body["filters"] = _image(figures.filters(model), "the first layer's filters") + (
+            '<p class="note">Each filter scaled to its own range: dark is its lowest weight, '
+            "light its highest.</p>")
+    except ValueError as error:
+        body["filters"] = f'<p class="note">{html.escape(str(error))}</p>'
+    if figures.activations(model, x[0]):
+        shown = []
+        for i in _examples(y, examples):
+            p = int(probs[i].argmax())
+            caption = (f"test image {i}: true {names[y[i]]}, predicted {names[p]} "
+                       f"({100 * probs[i, p]:.1f}%)")
+            png = figures.feature_maps(model, x[i], title=f"test image {i} ({names[y[i]]})")
+            shown.append(f"<figure>{_image(png, caption)}<figcaption>{html.escape(caption)}"
+                         "</figcaption></figure>")
+        body["feature-maps"] = "".join(shown) + (
+            '<p class="note">The output of every convolution (before its activation), each map '
+            "scaled to its own range: bright is high.</p>")
+    else:
+        body["feature-maps"] = '<p class="note">The model has no convolution: no feature maps.</p>'
+    body["mistakes"] = _image(figures.mistakes(model, x, y, names, probs=probs, k=max_mistakes),
+                              "the most confidently wrong test images")
+
+    title = title or f"cnnlab report: {run_dir.resolve().name}"
+    on = f": {html.escape(data)}" if data else ""
+    headline = (f'<p class="headline">Test accuracy <b>{100 * accuracy:.2f}%</b> (top-{top} '
+                f"{100 * top_k:.1f}%, loss {loss:.4f}) on {len(y):,} images{on}.</p>")
+    nav = "".join(f'<a href="#{key}">{heading}</a>' for key, heading in SECTIONS.items())
+    sections = "".join(f'<section id="{key}"><h2>{heading}</h2>{body[key]}</section>'
+                       for key, heading in SECTIONS.items())
+    page = f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{html.escape(title)}</title>
+<link rel="icon" href="data:,">
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{html.escape(title)}</h1>
+<p class="note">{html.escape(str(run_dir))} · written {time.strftime("%Y-%m-%d %H:%M")} by cnnlab</p>
+{headline}
+<nav>{nav}</nav>
+{sections}
+</body>
+</html>
+"""
+    path = run_dir / "report.html"
+    io.atomic_write(path, page.encode("utf-8"))
+    return path
