@@ -133,8 +133,10 @@ class ConvDemo:
         """Writes out/demo.gif and out/demo.html (creating the folder); returns both paths."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "demo.gif").write_bytes(self.to_gif())
-        (out / "demo.html").write_text(self.to_html(), encoding="utf-8")
+        from cnnlab.io import atomic_write
+
+        atomic_write(out / "demo.gif", self.to_gif())
+        atomic_write(out / "demo.html", self.to_html().encode("utf-8"))
         return out / "demo.gif", out / "demo.html"
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io as _io
 import os
-from pathlib import Path
 
 import numpy as np
 from matplotlib import colormaps
@@ -23,6 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cnnlab.core import walk
+from cnnlab.io import atomic_write
 from cnnlab.layers import Conv2D, Dense, Flatten, Sequential
 from cnnlab.train import History, predict
 
@@ -35,7 +35,7 @@ def _png(fig: Figure, path: str | os.PathLike | None) -> bytes:
     fig.savefig(buffer, format="png", dpi=DPI)
     data = buffer.getvalue()
     if path is not None:
-        Path(path).write_bytes(data)
+        atomic_write(path, data)
     return data
 
 
