@@ -57,19 +57,34 @@ def torch_or_none():
 
 
 def to_torch(model, torch):
-    """The same network in PyTorch, with cnnlab's current weights copied in."""
+    """The same network in PyTorch, with cnnlab's current weights copied in (Sequential layers,
+    Residual blocks inside them, and the layers the zoo's small networks use)."""
     import cnnlab as cl
 
     nn = torch.nn
-    out = []
-    for layer in model.layers:
+
+    class Residual(nn.Module):
+        def __init__(self, branch, shortcut):
+            super().__init__()
+            self.branch, self.shortcut = branch, shortcut
+
+        def forward(self, x):
+            return self.branch(x) + (x if self.shortcut is None else self.shortcut(x))
+
+    def convert(layer):
+        if isinstance(layer, cl.Sequential):
+            return nn.Sequential(*(convert(part) for part in layer.layers))
+        if isinstance(layer, cl.Residual):
+            short = None if layer.shortcut is None else convert(layer.shortcut)
+            return Residual(convert(layer.branch), short)
         if isinstance(layer, cl.Conv2D):
             (pt, pb), (pl, pr) = layer.win.pad
-            if pt != pb or pl != pr:
-                out.append(nn.ZeroPad2d((pl, pr, pt, pb)))
-                pt = pl = 0
             m = nn.Conv2d(layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride,
                           (pt, pl), bias=layer.use_bias)
+            if pt != pb or pl != pr:
+                m = nn.Sequential(nn.ZeroPad2d((pl, pr, pt, pb)), nn.Conv2d(
+                    layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride, 0,
+                    bias=layer.use_bias))
         elif isinstance(layer, cl.Dense):
             m = nn.Linear(layer.input_shape[0], layer.units, bias=layer.use_bias)
         elif isinstance(layer, cl.BatchNorm2D | cl.BatchNorm1D):
@@ -89,8 +104,10 @@ def to_torch(model, torch):
                 m = nn.Dropout(layer.rate)
             else:
                 raise ValueError(f"to_torch: no PyTorch counterpart for {layer.kind}")
+        target = m[-1] if isinstance(m, nn.Sequential) and isinstance(m[-1], nn.Conv2d) else m
         with torch.no_grad():
             for name, p in layer.parameters().items():
-                getattr(m, name).copy_(torch.from_numpy(p.data))
-        out.append(m)
-    return nn.Sequential(*out)
+                getattr(target, name).copy_(torch.from_numpy(p.data))
+        return m
+
+    return convert(model)

@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
-BATCH, STEPS, WARMUP = 128, 12, 3
+BATCH, STEPS, WARMUP = 128, 15, 3
 
 
 def _status(key: str) -> float:
@@ -45,12 +45,15 @@ def _reset_peak() -> None:
 
 
 def _timed(fn, steps: int = STEPS) -> float:
+    """Median seconds of one call after warm-up: robust to the odd slow step of a shared machine."""
     for _ in range(WARMUP):
         fn()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def worker(framework: str, net: str) -> dict:
@@ -102,19 +105,20 @@ def worker(framework: str, net: str) -> dict:
 
 
 def layer_times(model, x) -> list:
-    """Forward and backward seconds per layer (training mode), and conv GEMM FLOP counts."""
+    """Forward and backward seconds per layer (training mode), and conv GEMM FLOP counts.
+    Blocks (Residual) are opened: a row per layer of each branch, then one for the block's own
+    work (the sum of its inputs' gradients, the addition)."""
     import cnnlab as cl
     from cnnlab.kernels import im2col
 
     rows = []
-    acts = [x]
-    for layer in model.layers:
-        acts.append(layer.forward(acts[-1], training=True))
-    for i, layer in enumerate(model.layers):
-        fwd = _timed(lambda layer=layer, a=acts[i]: layer.forward(a, training=True), 5)
-        dy = np.ones_like(acts[i + 1])
 
-        def back(layer=layer, a=acts[i], dy=dy):
+    def time_layer(layer, a, name):
+        out = layer.forward(a, training=True)
+        fwd = _timed(lambda: layer.forward(a, training=True), 5)
+        dy = np.ones_like(out)
+
+        def back():
             layer.forward(a, training=True)
             return layer.backward(dy)
 
@@ -123,10 +127,30 @@ def layer_times(model, x) -> list:
         if isinstance(layer, cl.Conv2D):
             k, c, kh, kw = layer.weight.shape
             flops = 2 * k * c * kh * kw * int(np.prod(layer.out_shape[1:])) * x.shape[0]
-            x_col = im2col(acts[i], kh, kw, layer.win.stride, layer.win.pad)
+            x_col = im2col(a, kh, kw, layer.win.stride, layer.win.pad)
             w_mat = layer.weight.data.reshape(k, -1)
             gemm = _timed(lambda w=w_mat, c=x_col: w @ c, 5)
-        rows.append({"name": layer.name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm})
+        rows.append({"name": name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm})
+        return out
+
+    def walk(seq, a, prefix):
+        for layer in seq.layers:
+            name = prefix + layer.name
+            if isinstance(layer, cl.Residual):
+                start = len(rows)
+                for part in layer.sublayers():
+                    walk(part, a, f"{name}.{part.name}.")
+                inner_f = sum(r["fwd"] for r in rows[start:])
+                inner_b = sum(r["bwd"] for r in rows[start:])
+                before = len(rows)
+                a = time_layer(layer, a, f"{name} (+)")
+                rows[before]["fwd"] -= inner_f
+                rows[before]["bwd"] -= inner_b
+            else:
+                a = time_layer(layer, a, name)
+        return a
+
+    walk(model, x, "")
     return rows
 
 
@@ -171,14 +195,14 @@ def main() -> None:
             t = theirs[key] if theirs else float("nan")
             ratio = (ours[key] / t) if key != "step_mib" else (ours[key] / t if t else float("nan"))
             print(f"{label:12}{ours[key]:12.1f}{t:12.1f}{ratio:8.2f}")
-        print(f"  {'layer':16}{'fwd ms':>9}{'bwd ms':>9}  conv GFLOP/s: layer, its GEMM (share of sgemm)")
+        print(f"  {'layer':32}{'fwd ms':>9}{'bwd ms':>9}  conv GFLOP/s: layer, its GEMM (share of sgemm)")
         for row in ours["layers"]:
             text = ""
             if row["flops"]:
                 layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
                 text = (f"  {layer_rate:6.1f} ({100 * layer_rate / gemm:3.0f}%), "
                         f"{gemm_rate:6.1f} ({100 * gemm_rate / gemm:3.0f}%)")
-            print(f"  {row['name']:16}{1e3 * row['fwd']:9.2f}{1e3 * row['bwd']:9.2f}{text}")
+            print(f"  {row['name']:32}{1e3 * row['fwd']:9.2f}{1e3 * row['bwd']:9.2f}{text}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,13 @@ from cnnlab.kernels import (
     avgpool_backward,
     avgpool_forward,
     col2im,
+    conv_backward_wide,
+    conv_forward_wide,
+    conv_wide_applies,
     im2col,
+    maxpool2x2_applies,
+    maxpool2x2_backward,
+    maxpool2x2_forward,
     maxpool_backward,
     maxpool_forward,
 )
@@ -104,3 +110,69 @@ def test_maxpool_ties_go_to_the_first_maximum_like_pytorch(size, stride, expecte
     y = maxpool_forward(x, 2, 2, stride, 0)
     dx = maxpool_backward(np.ones_like(y), x, y, 2, 2, stride, 0)
     np.testing.assert_array_equal(dx[0, 0], expected)
+
+
+def _layouts(a: np.ndarray) -> list[np.ndarray]:
+    """The same (N, C, H, W) values in NCHW memory, behind an (N, C, H, W) view of CNHW memory
+    (what convolutions hand on), and as a non-contiguous slice (the fast path copies)."""
+    cnhw = np.ascontiguousarray(a.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    wide = np.zeros((*a.shape[:3], a.shape[3] + 2), a.dtype)
+    wide[..., 1:-1] = a
+    return [np.ascontiguousarray(a), cnhw, wide[..., 1:-1]]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (1, 1, 2, 2), (2, 5, 4, 2)])
+def test_maxpool_2x2_fast_path_equals_the_plain_path_with_ties(shape, dtype, rng):
+    # small integers make many ties inside windows, the case where the first-max rule matters
+    a = rng.integers(-2, 3, shape).astype(dtype)
+    for x in _layouts(a):
+        assert maxpool2x2_applies(x, 2, 2, 2, 0)
+        y = maxpool_forward(x, 2, 2, 2, 0)
+        y_fast, masks = maxpool2x2_forward(x, masks=True)
+        np.testing.assert_array_equal(y_fast, y)
+        np.testing.assert_array_equal(maxpool2x2_forward(x), y)
+        for dy in _layouts(rng.standard_normal(y.shape).astype(dtype)):
+            dx_fast = maxpool2x2_backward(dy, masks)
+            assert dx_fast.dtype == dtype and dx_fast.shape == x.shape
+            np.testing.assert_array_equal(dx_fast, maxpool_backward(dy, x, y, 2, 2, 2, 0))
+
+
+@pytest.mark.parametrize("window, shape", [
+    ((3, 3, 2, 0), (1, 1, 5, 5)), ((2, 2, 1, 0), (1, 1, 4, 4)), ((2, 2, 2, 1), (1, 1, 4, 4)),
+    ((2, 2, 2, 0), (1, 1, 5, 4)), ((2, 2, 2, 0), (1, 1, 4, 3)),
+])
+def test_maxpool_2x2_fast_path_refuses_other_windows(window, shape):
+    assert not maxpool2x2_applies(np.zeros(shape), *window)
+
+
+@pytest.mark.parametrize("kh, kw, padding", [
+    (3, 3, ((1, 1), (1, 1))), (3, 3, ((0, 0), (0, 0))), (4, 4, ((1, 2), (1, 2))),
+    (2, 5, ((1, 0), (0, 4))), (1, 1, ((0, 0), (0, 0))), (5, 5, ((2, 2), (2, 2))),
+])
+@pytest.mark.parametrize("n", [1, 3, 70])  # 70 samples: several chunks of _chunk
+def test_stride1_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, rng):
+    assert conv_wide_applies(kh, kw, 1, padding)
+    c, k, h, w = 3, 4, 9, 8
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((k, c, kh, kw))
+    bias = rng.standard_normal(k)
+    w_mat = weight.reshape(k, -1)
+    cols = im2col(x, kh, kw, 1, padding)
+    h_out, w_out = h + sum(padding[0]) - kh + 1, w + sum(padding[1]) - kw + 1
+    expected = (w_mat @ cols + bias[:, None]).reshape(k, n, h_out, w_out).transpose(1, 0, 2, 3)
+    y, x_pad = conv_forward_wide(x, w_mat, bias, kh, kw, padding)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dy_mat = dy.transpose(1, 0, 2, 3).reshape(k, -1)
+    dw, db, dx = conv_backward_wide(dy, x_pad, weight, padding)
+    np.testing.assert_allclose(dw.reshape(k, -1), dy_mat @ cols.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy_mat.sum(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, col2im(w_mat.T @ dy_mat, x.shape, kh, kw, 1, padding),
+                               rtol=1e-12, atol=1e-12)
+    assert conv_backward_wide(dy, x_pad, weight, padding, input_grad=False)[2] is None
+
+
+@pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 3), (1, 1, 1)])
+def test_stride1_fast_conv_refuses_other_windows(kh, stride, padding):
+    assert not conv_wide_applies(kh, kh, stride, padding)

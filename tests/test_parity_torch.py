@@ -146,6 +146,24 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     check_layer(torch, parity, layer, x, reference, rng)
 
 
+@pytest.mark.parametrize("c, kernel, padding, size", [
+    (4, 3, 1, (24, 26)), (5, 3, "same", (25, 24)), (4, 4, "same", (24, 27)), (4, (2, 5), (1, 2), (24, 24)),
+    (6, 1, 0, (24, 24)), (4, 5, 0, (30, 28)),
+])
+def test_conv2d_stride1_fast_path(c, kernel, padding, size, torch, parity, rng):
+    # ≥ 4 channels and output rows ≥ 24: the layer takes kernels.conv_forward_wide
+    layer = build(cl.Conv2D(3, kernel, 1, padding), (c, *size))
+    assert layer._wide()
+    (top, bottom), (left, right) = layer.win.pad
+    x = randn(rng, (2, c, *size))
+
+    def reference(x, weight, bias):
+        x = torch.nn.functional.pad(x, (left, right, top, bottom))
+        return torch.nn.functional.conv2d(x, weight, bias, 1)
+
+    check_layer(torch, parity, layer, x, reference, rng)
+
+
 # ---------------------------------------------------------------------------------- pooling
 def _pool2d_config():
     kernel = _pair(1, 4)

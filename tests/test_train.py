@@ -457,3 +457,17 @@ def test_weight_decay_applies_to_every_parameter(rng, optimizer):
             expected, undecayed = p * (1 - lr * wd) - step, p - step
         assert np.allclose(params[k].data, expected, rtol=1e-10, atol=1e-12), k
         assert np.abs(params[k].data - undecayed).min() > 1e-4, f"{k} was not decayed"
+
+
+@pytest.mark.parametrize("channels, size", [(1, 9), (4, 24)])  # the im2col path, the stride-1 fast path
+def test_first_layer_gradients_without_input_grad_equal_the_full_backward(channels, size, rng):
+    model = cl.Sequential([cl.Conv2D(3, 3, padding=1), cl.ReLU(), cl.Flatten(), cl.Dense(5)],
+                          input_shape=(channels, size, size), dtype=np.float64)
+    x = rng.standard_normal((4, channels, size, size))
+    grads = []
+    for input_grad in (True, False):
+        LOSS.forward(model.forward(x, training=True), np.arange(4))
+        model.backward(LOSS.backward(), input_grad=input_grad)
+        grads.append({k: p.grad.copy() for k, p in model.parameters().items()})
+    for name in grads[0]:
+        np.testing.assert_array_equal(grads[0][name], grads[1][name], err_msg=name)

@@ -139,3 +139,178 @@ def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding)
         for v in range(kw):
             _offset_view(dx, u, v, sh, sw, *dy.shape[2:])[...] += share
     return dx[:, :, pt : pt + h, pl : pl + w]
+
+
+# ---------------------------------------------------------------- 2×2/2 max pooling, fast path
+def _planes(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]] | None:
+    """x's memory as a C-contiguous array whose last two axes are (H, W), and the axis order that
+    turns it back into x; None when no such order exists (the caller copies)."""
+    for order in ((0, 1, 2, 3), (1, 0, 2, 3)):
+        base = x.transpose(order)
+        if base.flags.c_contiguous:
+            return base, order
+    return None
+
+
+def maxpool2x2_applies(x: np.ndarray, kh: int, kw: int, stride, padding) -> bool:
+    """The fast path's conditions: 2×2 windows, stride 2, no padding, even height and width."""
+    (sh, sw), pads = _pairs(stride, padding)
+    return (kh, kw, sh, sw) == (2, 2, 2, 2) and pads == ((0, 0), (0, 0)) and \
+        x.shape[2] % 2 == 0 and x.shape[3] % 2 == 0
+
+
+def maxpool2x2_forward(x: np.ndarray, masks: bool = False):
+    """2×2/2 max pooling in a few passes over memory, each a NumPy loop over long runs.
+
+    With W even, the left and right entries of every window are the even and odd elements of
+    x's flat memory: one copy splits them into two contiguous halves (faster than ufuncs on
+    stride-2 views), their maximum gives each row pair's column maxima, and the top and bottom
+    rows of each pair then give y. With masks=True it also returns where the first maximum sits
+    (PyTorch's tie rule, window order (0,0), (0,1), (1,0), (1,1)): right = the right entry is
+    strictly larger than the left; bottom = the bottom row's maximum is strictly larger than the
+    top's. These bool arrays (3/4 of x's element count in bytes) are all that backward needs.
+    Returns y in x's memory order ((N, C, H, W), or an (N, C, H, W) view of (C, N, H, W)).
+    """
+    found = _planes(x)
+    base, order = found if found else (np.ascontiguousarray(x), (0, 1, 2, 3))
+    a, b, h, w = base.shape
+    left, right = np.ascontiguousarray(base.reshape(-1, 2).T)  # two contiguous halves
+    cols = np.maximum(left, right).reshape(a * b * h // 2, 2, w // 2)  # (row pair, top/bottom, j)
+    top, bottom = cols[:, 0], cols[:, 1]
+    y = np.maximum(top, bottom).reshape(a, b, h // 2, w // 2).transpose(np.argsort(order))
+    if not masks:
+        return y
+    return y, (np.greater(right, left), np.greater(bottom, top), base.shape, order)
+
+
+def maxpool2x2_backward(dy: np.ndarray, masks) -> np.ndarray:
+    """Routes each dy to its window's first maximum with the masks of maxpool2x2_forward."""
+    right, bottom, shape, order = masks
+    a, b, h, w = shape
+    d = dy.transpose(order).reshape(a * b * h // 2, w // 2)  # a copy only if dy's layout differs
+    dcols = np.empty((a * b * h // 2, 2, w // 2), dy.dtype)
+    np.multiply(d, ~bottom, out=dcols[:, 0])  # ×0 or ×1: exact
+    np.multiply(d, bottom, out=dcols[:, 1])
+    dcols = dcols.reshape(-1)
+    dx = np.empty(a * b * h * w, dy.dtype)
+    np.multiply(dcols, ~right, out=dx[0::2])  # straight into the interleaved result
+    np.multiply(dcols, right, out=dx[1::2])
+    return dx.reshape(shape).transpose(np.argsort(order))
+
+
+# ---------------------------------------------------------------- stride-1 convolution, fast path
+def wide_planes(x: np.ndarray, padding: Padding) -> np.ndarray:
+    """x (N, C, H, W) as zero-padded (C, N, H + top + bottom + 1, W + left + right) memory.
+
+    The extra zero row at the bottom of each plane lets im2col_wide read every window as one
+    contiguous run of a plane (see there) without running into the next plane.
+    """
+    (pt, pb), (pl, pr) = padding
+    n, c, h, w = x.shape
+    xp = np.empty((c, n, h + pt + pb + 1, w + pl + pr), x.dtype)
+    xp[:, :, :pt] = 0
+    xp[:, :, pt + h :] = 0
+    xp[:, :, pt : pt + h, :pl] = 0
+    xp[:, :, pt : pt + h, pl + w :] = 0
+    xp[:, :, pt : pt + h, pl : pl + w] = x.transpose(1, 0, 2, 3)
+    return xp
+
+
+def im2col_wide(xp: np.ndarray, kh: int, kw: int, h_out: int, n0: int = 0,
+                n1: int | None = None) -> np.ndarray:
+    """Stride-1 im2col over whole padded rows, for samples n0:n1 of wide_planes memory:
+    (C·kh·kw, n·h_out·Wp), row (c, u, v), column (n, i, j) for j < Wp (the padded width).
+
+    With stride 1 the entries a kernel offset (u, v) sees for every output (i, j) of a plane
+    are one contiguous run of that plane, starting at u·Wp + v, if each output row is taken
+    over the whole padded width Wp instead of W_out: one long copy per (channel, sample,
+    offset) instead of one short copy per output row. The last Wp − W_out columns of each
+    output row are junk (windows hanging over the right edge); callers drop them.
+    """
+    c, _, hp, wp = xp.shape
+    planes = xp[:, n0:n1].reshape(c, -1, hp * wp)
+    run = h_out * wp
+    cols = np.empty((c, kh, kw, planes.shape[1], run), xp.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            start = u * wp + v
+            cols[:, u, v] = planes[:, :, start : start + run]
+    return cols.reshape(c * kh * kw, -1)
+
+
+def _chunk(rows: int, per_sample: int) -> int:
+    """Samples per im2col chunk: about 1 MiB of float32 columns (a core's L2 cache here), so a
+    chunk's columns are still in cache when the GEMM reads them, and a step never holds the whole
+    batch's columns (measured: 1 MiB beat 4 MiB and whole-batch columns on every layer shape of
+    bench/speed.py)."""
+    return max(1, (1 << 18) // max(1, rows * per_sample))
+
+
+def _rows_to_samples(dst: np.ndarray, src: np.ndarray, width: int) -> None:
+    """Copies wide rows (K, n, H, Wp) into (K, n, H, W), dropping the junk columns."""
+    np.copyto(dst, src[..., :width])
+
+
+def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
+                      kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-1 convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk:
+    im2col_wide, one GEMM, the junk columns dropped while copying into y, all in cache.
+    Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the padded
+    input (wide_planes) that backward needs."""
+    xp = wide_planes(x, padding)
+    c, n, hp, wp = xp.shape
+    k = w_mat.shape[0]
+    h_out, w_out = hp - kh, wp - kw + 1
+    y = np.empty((k, n, h_out, w_out), x.dtype)
+    step = _chunk(c * kh * kw, h_out * wp)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        part = w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)
+        _rows_to_samples(y[:, n0:n1], part.reshape(k, n1 - n0, h_out, wp), w_out)
+    if bias is not None:
+        y += bias[:, None, None, None]
+    return y.transpose(1, 0, 2, 3), xp
+
+
+def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, padding: Padding,
+                       input_grad: bool = True):
+    """Gradients of conv_forward_wide: (dW, db, dx), dx None when input_grad is False.
+
+    dW = dY · X_colᵀ summed over chunks, X_col recomputed chunk by chunk from the padded input
+    (in cache, so about as fast as keeping it, and far lighter). dx is the "full" correlation of
+    dy with the kernel flipped in both axes and its K and C axes swapped: the same wide im2col
+    and GEMM again, instead of col2im's (C·kh·kw, N·H_out·W_out) matrix and its kh·kw strided
+    adds. Needs padding ≤ kernel − 1 on every side (conv_wide_applies).
+    """
+    k, c, kh, kw = weight.shape
+    n, _, h_out, w_out = dy.shape
+    _, _, hp, wp = xp.shape
+    dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
+    db = dy_k.reshape(k, -1).sum(axis=1)
+    dw = np.zeros((k, c * kh * kw), dy.dtype)
+    step = _chunk(c * kh * kw, h_out * wp)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        dy_wide = np.zeros((k, n1 - n0, h_out, wp), dy.dtype)  # zeros face the junk columns
+        dy_wide[..., :w_out] = dy_k[:, n0:n1]
+        dw += dy_wide.reshape(k, -1) @ im2col_wide(xp, kh, kw, h_out, n0, n1).T
+    if not input_grad:
+        return dw.reshape(weight.shape), db, None
+    (pt, pb), (pl, pr) = padding
+    h, w = hp - 1 - pt - pb, wp - pl - pr
+    dyp = wide_planes(dy, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+    wq = dyp.shape[3]
+    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+    dx = np.empty((c, n, h, w), dy.dtype)
+    step = _chunk(k * kh * kw, h * wq)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        part = flipped @ im2col_wide(dyp, kh, kw, h, n0, n1)
+        _rows_to_samples(dx[:, n0:n1], part.reshape(c, n1 - n0, h, wq), w)
+    return dw.reshape(weight.shape), db, dx.transpose(1, 0, 2, 3)
+
+
+def conv_wide_applies(kh: int, kw: int, stride, padding) -> bool:
+    """The stride-1 fast path's conditions: stride 1, padding at most kernel − 1 on each side."""
+    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
+    return sh == sw == 1 and max(pt, pb) <= kh - 1 and max(pl, pr) <= kw - 1

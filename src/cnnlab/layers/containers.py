@@ -142,7 +142,10 @@ class Sequential(Layer):
             layers = layers[first:]
             for layer in self.layers[:first]:
                 layer._cache = None
-        for layer in reversed(layers):
+        for i, layer in enumerate(reversed(layers)):
+            if not input_grad and i == len(layers) - 1 and hasattr(layer, "backward_params"):
+                layer.backward_params(dy)  # the gradient below the first layer is not wanted
+                return None
             dy = layer.backward(dy)
         return dy if input_grad else None
 

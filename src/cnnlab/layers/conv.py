@@ -6,6 +6,7 @@ import numpy as np
 
 from cnnlab.core import Parameter, Shape
 from cnnlab.init import initialize
+from cnnlab import kernels
 from cnnlab.kernels import col2im, im2col
 from cnnlab.layers._window import WeightedMixin, WindowLayer, positive_int
 from cnnlab.shapes import param_formula
@@ -74,30 +75,63 @@ class Conv2D(WeightedMixin, WindowLayer):
             return {}
         return {"weight": self.weight, **({"bias": self.bias} if self.bias else {})}
 
+    def _wide(self) -> bool:
+        """Whether the stride-1 fast path (kernels.conv_forward_wide) runs this layer: stride 1,
+        padding ≤ F − 1, at least 4 input channels and output rows of 24 or more. There its long
+        contiguous copies beat im2col's per-row ones (measured in bench/speed.py; on smaller
+        maps or a single channel the plain path was as fast or faster)."""
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        return (kernels.conv_wide_applies(kh, kw, stride, pad) and self.input_shape[0] >= 4
+                and self.win.w.out >= 24)
+
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        w_mat = self.weight.data.reshape(self.filters, -1)
+        bias = None if self.bias is None else self.bias.data
+        if self._wide():
+            y, x_pad = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
+            if training:
+                self._cache = ("wide", x_pad, x.shape[0])
+            return self._from_2d(y)
         x_col = im2col(self._to_2d(x), kh, kw, stride, pad)
-        y_mat = self.weight.data.reshape(self.filters, -1) @ x_col
-        if self.bias is not None:
-            y_mat += self.bias.data[:, None]
+        y_mat = w_mat @ x_col
+        if bias is not None:
+            y_mat += bias[:, None]
         h_out, w_out = self.win.out
         # an (N, K, H, W) view of (K, N, H, W) memory: no copy, and the next convolution's
         # im2col finds its (C, N, H, W) input already contiguous
         y = y_mat.reshape(self.filters, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3)
         if training:
-            self._cache = (x_col, x.shape[0])
+            self._cache = ("cols", x_col, x.shape[0])
         return self._from_2d(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_col, n = self._take_cache()
+        return self._backward(dy, input_grad=True)
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Fills weight.grad and bias.grad only, skipping dx (the first layer of a network)."""
+        self._backward(dy, input_grad=False)
+
+    def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
+        path, saved, n = self._take_cache()
         dy = self._check_grad(dy, (n, *self.out_shape))
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        if path == "wide":
+            dw, db, dx = kernels.conv_backward_wide(
+                self._to_2d(dy), saved, self.weight.data, pad, input_grad)
+            self.weight.grad = dw.reshape(self.weight.data.shape)
+            if self.bias is not None:
+                self.bias.grad = db
+            return None if dx is None else self._from_2d(dx)
+        x_col = saved
         dy_mat = self._to_2d(dy).transpose(1, 0, 2, 3).reshape(self.filters, -1)
         w_mat = self.weight.data.reshape(self.filters, -1)
         self.weight.grad = (dy_mat @ x_col.T).reshape(self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad = dy_mat.sum(axis=1)
-        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        if not input_grad:
+            return None
         x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
         return self._from_2d(col2im(w_mat.T @ dy_mat, x_shape, kh, kw, stride, pad))
 

@@ -11,6 +11,25 @@ import numpy as np
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 
 
+def _channel_rows(x: np.ndarray):
+    """x (N, C, ...) as a (C, M) array of per-channel rows, and a function that turns a (C, M)
+    result back into x's shape and memory order.
+
+    Without a copy when x is (N, C, ...) memory with N = 1 or an (N, C, ...) view of
+    (C, N, ...) memory, the layout convolutions hand on; otherwise x is copied into (C, N, ...)
+    order once. Reductions then run along contiguous rows, several times faster than NumPy's
+    reductions over axes (0, 2, 3).
+    """
+    n, c, rest = x.shape[0], x.shape[1], x.shape[2:]
+    moved = np.moveaxis(x, 1, 0)  # (C, N, ...)
+    rows = np.ascontiguousarray(moved).reshape(c, -1)  # free when already (C, N, ...) memory
+
+    def restore(r: np.ndarray) -> np.ndarray:
+        return np.moveaxis(r.reshape(c, n, *rest), 0, 1)
+
+    return rows, restore
+
+
 class _BatchNorm(Layer):
     """What BatchNorm2D and BatchNorm1D share; they differ only in the input ranks they take.
 
@@ -78,44 +97,52 @@ class _BatchNorm(Layer):
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
-        per_channel = (1, -1, *([1] * (x.ndim - 2)))  # broadcasts (C,) over (N, C, ...)
-        gamma, beta = self.weight.data.reshape(per_channel), self.bias.data.reshape(per_channel)
+        rows, restore = _channel_rows(x)  # (C, M): every channel's values in one row
+        gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         if not training:
-            scale = gamma / np.sqrt(self.running_var.reshape(per_channel) + self.eps)
-            return (x - self.running_mean.reshape(per_channel)) * scale + beta
+            scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
+            y = rows - self.running_mean[:, None]
+            y *= scale
+            y += beta
+            return restore(y)
 
-        axes = (0, *range(2, x.ndim))
-        m = x.size // x.shape[1]
+        m = rows.shape[1]
         if m < 2:
             raise ValueError(
                 f"{self.label}: a training forward needs more than 1 value per channel to estimate "
                 f"the batch variance. Received: x.shape={x.shape} ({m} value per channel). Use a "
                 "batch of 2 or more samples, or forward(x, training=False) for inference."
             )
-        mean = x.mean(axis=axes, keepdims=True)
-        centered = x - mean
-        var = np.mean(centered * centered, axis=axes, keepdims=True)  # biased: normalises
+        mean = rows.mean(axis=1, keepdims=True)
+        x_hat = rows - mean  # centred now, normalised in place below
+        var = np.einsum("cm,cm->c", x_hat, x_hat)[:, None] / x_hat.dtype.type(m)  # biased
         inv_std = 1 / np.sqrt(var + self.eps)
-        x_hat = centered * inv_std
+        x_hat *= inv_std
         # in place: the buffers stay the arrays that buffers() handed out
         self.running_mean *= 1 - self.momentum
         self.running_mean += self.momentum * mean.reshape(-1)
         self.running_var *= 1 - self.momentum
         self.running_var += self.momentum * var.reshape(-1) * (m / (m - 1))
-        self._cache = (x_hat, inv_std)
-        return x_hat * gamma + beta
+        self._cache = (x_hat, inv_std, restore)
+        y = x_hat * gamma
+        y += beta
+        return restore(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_hat, inv_std = self._take_cache()
-        dy = self._check_grad(dy, x_hat.shape)
-        axes = (0, *range(2, x_hat.ndim))
-        m = x_hat.size // x_hat.shape[1]
-        dbeta = dy.sum(axis=axes, keepdims=True)
-        dgamma = np.sum(dy * x_hat, axis=axes, keepdims=True)
-        self.weight.grad = dgamma.reshape(-1)
-        self.bias.grad = dbeta.reshape(-1)
-        gamma = self.weight.data.reshape(dbeta.shape)
-        return (gamma * inv_std / m) * (m * dy - dbeta - x_hat * dgamma)
+        x_hat, inv_std, restore = self._take_cache()
+        dy = self._check_grad(dy, restore(x_hat).shape)
+        dy_rows, _ = _channel_rows(dy)
+        m = x_hat.shape[1]
+        dbeta = dy_rows.sum(axis=1)
+        dgamma = np.einsum("cm,cm->c", dy_rows, x_hat)
+        self.weight.grad = dgamma
+        self.bias.grad = dbeta
+        # dx = (γ/σ)/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), as three passes over (C, M) rows
+        k = (self.weight.data * inv_std[:, 0])[:, None]
+        dx = x_hat * (-k * dgamma[:, None] / m)
+        dx += dy_rows * k
+        dx += -k * dbeta[:, None] / m
+        return restore(dx)
 
     def arithmetic(self, input_shape: Shape) -> str:
         c, over = input_shape[0], self.over.get(len(input_shape), "N")

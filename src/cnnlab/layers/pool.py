@@ -37,7 +37,9 @@ class MaxPool2D(_Pool):
 
     Forward:   y[n, c, i, j] = max_{u,v} x_pad[n, c, i·S + u, j·S + v]   (padding is −∞)
     Backward:  dx gets dy[n, c, i, j] at the first argmax of window (i, j) (PyTorch's choice among
-               ties); overlapping windows add. The cache is x and y themselves, no argmax array.
+               ties); overlapping windows add. The cache is x and y themselves, no argmax array;
+               for 2×2 windows with stride 2 (the usual case) two bool masks of where each
+               window's maximum sits (kernels.maxpool2x2_forward), a faster path.
 
     Shape:
         x: (N, C, H, W)    y: (N, C, H_out, W_out),  H_out = (H − F + 2P)/S + 1
@@ -51,16 +53,25 @@ class MaxPool2D(_Pool):
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         x2 = self._to_2d(x)
+        if kernels.maxpool2x2_applies(x2, kh, kw, stride, pad):  # the common 2×2/2: fast path
+            if not training:
+                return self._from_2d(kernels.maxpool2x2_forward(x2))
+            y2, masks = kernels.maxpool2x2_forward(x2, masks=True)
+            self._cache = ("2x2", x2.shape[0], masks)
+            return self._from_2d(y2)
         y2 = kernels.maxpool_forward(x2, kh, kw, stride, pad)
         if training:
-            self._cache = (x2, y2)  # references, not copies: backward finds the argmax again
+            self._cache = ("any", x2, y2)  # references, not copies: backward finds the argmax again
         return self._from_2d(y2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x2, y2 = self._take_cache()
-        dy = self._check_grad(dy, (x2.shape[0], *self.out_shape))
+        path, a, b = self._take_cache()
+        n = a if path == "2x2" else a.shape[0]
+        dy = self._check_grad(dy, (n, *self.out_shape))
+        if path == "2x2":
+            return self._from_2d(kernels.maxpool2x2_backward(self._to_2d(dy), b))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        return self._from_2d(kernels.maxpool_backward(self._to_2d(dy), x2, y2, kh, kw, stride, pad))
+        return self._from_2d(kernels.maxpool_backward(self._to_2d(dy), a, b, kh, kw, stride, pad))
 
 
 class AvgPool2D(_Pool):
