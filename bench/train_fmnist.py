@@ -30,8 +30,8 @@ RECIPES = {
     # BatchNorm, dropout, flips, shifts and erasing, label smoothing, a longer cosine schedule
     "strong": dict(model="fmnist-cnn-bn", epochs=30, lr=0.1, momentum=0.9, nesterov=True,
                    weight_decay=5e-4, smoothing=0.1, warmup=1.0,
-                   augment=lambda: T.Compose([T.RandomFlip(), T.RandomCrop(2),
-                                              T.RandomErasing(p=0.5, scale=(0.02, 0.2))])),
+                   # random erasing on top (tried 2026-11-25) left the net underfitting: 93.19%
+                   augment=lambda: T.Compose([T.RandomFlip(), T.RandomCrop(2)])),
 }
 
 
