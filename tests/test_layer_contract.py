@@ -21,6 +21,9 @@ CASES = [
     (lambda: cl.Conv2D(2, (2, 4), stride=2, padding="same"), (1, 5, 8)),
     (lambda: cl.Conv2D(2, 2, bias=False), (1, 5, 5)),
     (lambda: cl.Conv2D(2, 3, stride=2, fit="floor"), (2, 8, 8)),
+    # ≥ 4 channels, stride 1, output rows ≥ 24: the stride-1 fast path (kernels.conv_forward_wide)
+    (lambda: cl.Conv2D(3, 3, padding=1), (4, 3, 24)),
+    (lambda: cl.Conv2D(2, 4, padding="same", bias=False), (4, 2, 25)),
     (lambda: cl.Conv1D(4, 3), (3, 9)),
     (lambda: cl.Conv1D(2, 4, stride=2, padding="same"), (2, 9)),
     (lambda: cl.Conv1D(2, 3, stride=2, padding=1, bias=False), (2, 9)),
@@ -31,7 +34,7 @@ CASES = [
     (lambda: cl.Dense(5), (7,)),
     (lambda: cl.Dense(3, bias=False), (4,)),
     (lambda: cl.Flatten(), (2, 3, 4)),
-    (lambda: cl.MaxPool2D(2), (3, 6, 6)),
+    (lambda: cl.MaxPool2D(2), (3, 6, 6)),  # 2×2/2 on even sizes: the fast path
     (lambda: cl.MaxPool2D(3, stride=2, padding=1), (2, 7, 7)),
     (lambda: cl.MaxPool2D((2, 3)), (2, 4, 6)),
     (lambda: cl.MaxPool2D(3, 2, fit="floor"), (2, 8, 8)),

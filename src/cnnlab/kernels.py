@@ -246,11 +246,6 @@ def _chunk(rows: int, per_sample: int) -> int:
     return max(1, (1 << 18) // max(1, rows * per_sample))
 
 
-def _rows_to_samples(dst: np.ndarray, src: np.ndarray, width: int) -> None:
-    """Copies wide rows (K, n, H, Wp) into (K, n, H, W), dropping the junk columns."""
-    np.copyto(dst, src[..., :width])
-
-
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
                       kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
     """Stride-1 convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk:
@@ -266,7 +261,7 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)
-        _rows_to_samples(y[:, n0:n1], part.reshape(k, n1 - n0, h_out, wp), w_out)
+        y[:, n0:n1] = part.reshape(k, n1 - n0, h_out, wp)[..., :w_out]  # junk dropped
     if bias is not None:
         y += bias[:, None, None, None]
     return y.transpose(1, 0, 2, 3), xp
@@ -280,7 +275,8 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
     (in cache, so about as fast as keeping it, and far lighter). dx is the "full" correlation of
     dy with the kernel flipped in both axes and its K and C axes swapped: the same wide im2col
     and GEMM again, instead of col2im's (C·kh·kw, N·H_out·W_out) matrix and its kh·kw strided
-    adds. Needs padding ≤ kernel − 1 on every side (conv_wide_applies).
+    adds. Needs padding ≤ kernel − 1 on every side (conv_wide_applies). The junk columns meet
+    zeros of dy in dW, so they add nothing (an infinite input would add NaN there, not ±inf).
     """
     k, c, kh, kw = weight.shape
     n, _, h_out, w_out = dy.shape
@@ -306,7 +302,7 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = flipped @ im2col_wide(dyp, kh, kw, h, n0, n1)
-        _rows_to_samples(dx[:, n0:n1], part.reshape(c, n1 - n0, h, wq), w)
+        dx[:, n0:n1] = part.reshape(c, n1 - n0, h, wq)[..., :w]
     return dw.reshape(weight.shape), db, dx.transpose(1, 0, 2, 3)
 
 
