@@ -4,12 +4,14 @@ efficiency, peak memory.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/speed.py [--nets fmnist-cnn resnet8]
 
 Each framework runs in its own subprocess (so peak memory is its own), on the same 2 threads,
-float32, batch 128, 28×28×1 input. Printed: images/s of a training step (forward, backward,
-SGD-with-momentum update) and of inference, the ratio cnnlab/PyTorch (> 1: cnnlab faster),
-the peak memory a training step adds over the model and batch (VmHWM − VmRSS after a reset),
-cnnlab's per-layer forward/backward times, and each convolution's achieved GFLOP/s (whole
-layer forward, and its GEMM alone) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in
-the same run.
+float32, batch 128, 28×28×1 input. Times are medians over 15 steps after 3 warm-up steps.
+Printed: images/s of a training step (forward, backward, SGD-with-momentum update) and of
+inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory a training step
+adds over the model and batch (VmHWM − VmRSS after a reset) and each process's peak RSS, with
+the same ratio (> 1: cnnlab uses more); per layer, forward and backward milliseconds of cnnlab
+and of PyTorch (each layer run alone on its input; Residual blocks opened, "(+)" rows being the
+block's own work); and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM
+alone) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same run.
 """
 
 from __future__ import annotations
@@ -98,9 +100,9 @@ def worker(framework: str, net: str) -> dict:
     base = _status("VmRSS")
     train_s = _timed(train)
     result = {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s,
-              "step_mib": _status("VmHWM") - base}
-    if framework == "cnnlab":
-        result["layers"] = layer_times(model, x)
+              "step_mib": _status("VmHWM") - base, "peak_mib": common.peak_rss_mib()}
+    result["layers"] = layer_times(model, x) if framework == "cnnlab" else torch_layer_times(
+        model, net_t, xt, torch)
     return result
 
 
@@ -154,6 +156,53 @@ def layer_times(model, x) -> list:
     return rows
 
 
+def torch_layer_times(model, net, x, torch) -> list:
+    """PyTorch's forward and backward seconds for the same rows as layer_times (net is
+    common.to_torch(model)): each module run alone on its input, backward from ones."""
+    import cnnlab as cl
+
+    rows = []
+
+    def time_module(module, a, name):
+        a = a.detach().requires_grad_(True)
+        out = module(a)
+        grad = torch.ones_like(out)
+
+        def fwd():
+            module(a)
+
+        def back():
+            module(a).backward(grad)
+
+        f = _timed(fwd, 5)
+        rows.append({"name": name, "fwd": f, "bwd": _timed(back, 5) - f})
+        return out.detach()
+
+    def walk(seq, mods, a, prefix):
+        for layer, module in zip(seq.layers, mods, strict=True):
+            name = prefix + layer.name
+            if isinstance(layer, cl.Residual):
+                start = len(rows)
+                parts = [(layer.branch, module.branch)]
+                if layer.shortcut is not None:
+                    parts.append((layer.shortcut, module.shortcut))
+                for part, part_mod in parts:
+                    walk(part, part_mod, a, f"{name}.{part.name}.")
+                inner_f = sum(r["fwd"] for r in rows[start:])
+                inner_b = sum(r["bwd"] for r in rows[start:])
+                before = len(rows)
+                a = time_module(module, a, f"{name} (+)")
+                rows[before]["fwd"] -= inner_f
+                rows[before]["bwd"] -= inner_b
+            else:
+                a = time_module(module, a, name)
+        return a
+
+    net.train()
+    walk(model, net, x, "")
+    return rows
+
+
 def sgemm_gflops() -> float:
     a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
     return 2 * 2048**3 / _timed(lambda: a @ a, 5) / 1e9
@@ -191,18 +240,21 @@ def main() -> None:
         print(f"\n{net}")
         print(f"{'':12}{'cnnlab':>12}{'PyTorch':>12}{'ratio':>8}")
         for key, label in (("train_ips", "train img/s"), ("infer_ips", "infer img/s"),
-                           ("step_mib", "step MiB")):
+                           ("step_mib", "step MiB"), ("peak_mib", "peak RSS MiB")):
             t = theirs[key] if theirs else float("nan")
-            ratio = (ours[key] / t) if key != "step_mib" else (ours[key] / t if t else float("nan"))
-            print(f"{label:12}{ours[key]:12.1f}{t:12.1f}{ratio:8.2f}")
-        print(f"  {'layer':32}{'fwd ms':>9}{'bwd ms':>9}  conv GFLOP/s: layer, its GEMM (share of sgemm)")
+            print(f"{label:12}{ours[key]:12.1f}{t:12.1f}{ours[key] / t if t else float('nan'):8.2f}")
+        print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
+              "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
+        torch_rows = {r["name"]: r for r in theirs["layers"]} if theirs else {}
         for row in ours["layers"]:
             text = ""
             if row["flops"]:
                 layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
                 text = (f"  {layer_rate:6.1f} ({100 * layer_rate / gemm:3.0f}%), "
                         f"{gemm_rate:6.1f} ({100 * gemm_rate / gemm:3.0f}%)")
-            print(f"  {row['name']:32}{1e3 * row['fwd']:9.2f}{1e3 * row['bwd']:9.2f}{text}")
+            t = torch_rows.get(row["name"], {"fwd": float("nan"), "bwd": float("nan")})
+            print(f"  {row['name']:32}{1e3 * row['fwd']:8.2f}{1e3 * row['bwd']:8.2f}"
+                  f"{1e3 * t['fwd']:9.2f}{1e3 * t['bwd']:7.2f}{text}")
 
 
 if __name__ == "__main__":

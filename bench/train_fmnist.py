@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--recipe", choices=RECIPES, default="default")
     parser.add_argument("--epochs", type=int, help="override the recipe's epoch count")
     parser.add_argument("--torch", action="store_true", help="also train the same network in PyTorch")
+    parser.add_argument("--torch-only", action="store_true",
+                        help="train only the PyTorch side (when cnnlab's run was done separately)")
     parser.add_argument("--limit", type=int, help="use only the first N training images (smoke runs)")
     parser.add_argument("--out", default=None, help="run folder for cnnlab's checkpoints and metrics.csv")
     args = parser.parse_args()
@@ -58,7 +60,7 @@ def main() -> None:
     schedule = cl.optim.CosineLR(recipe["lr"], epochs, warmup=recipe["warmup"])
     train = cl.data.Loader(x, y, 128, shuffle=True, seed=0, preprocess=model.preprocess,
                            transform=recipe["augment"]())
-    torch = common.torch_or_none() if args.torch else None
+    torch = common.torch_or_none() if args.torch or args.torch_only else None
     torch_model = common.to_torch(model, torch) if torch else None  # before cnnlab trains
 
     print(f"recipe {args.recipe}: {recipe['model']} ({model.count_params():,} parameters), "
@@ -66,17 +68,18 @@ def main() -> None:
           f"momentum {recipe['momentum']}{' nesterov' if recipe['nesterov'] else ''}, "
           f"weight decay {recipe['weight_decay']}, label smoothing {recipe['smoothing']}, "
           f"cosine schedule with {recipe['warmup']} warm-up epoch")
-    optimizer = cl.optim.SGD(model, lr=recipe["lr"], momentum=recipe["momentum"],
-                             nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
-    started = time.perf_counter()
-    history = cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(recipe["smoothing"]),
-                     optimizer=optimizer, epochs=epochs, val=(xt, yt), schedule=schedule,
-                     out=args.out, progress=False)
-    wall = time.perf_counter() - started
-    final = cl.evaluate(model, (xt, yt))
-    print(f"cnnlab: test accuracy {100 * final['accuracy']:.2f}% (best epoch "
-          f"{100 * max(history['val_acc']):.2f}%), top-5 {100 * final['top5']:.2f}%, "
-          f"{wall / 60:.1f} min, peak RSS {common.peak_rss_mib():.0f} MiB")
+    if not args.torch_only:
+        optimizer = cl.optim.SGD(model, lr=recipe["lr"], momentum=recipe["momentum"],
+                                 nesterov=recipe["nesterov"], weight_decay=recipe["weight_decay"])
+        started = time.perf_counter()
+        history = cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(recipe["smoothing"]),
+                         optimizer=optimizer, epochs=epochs, val=(xt, yt), schedule=schedule,
+                         out=args.out, progress=False)
+        wall = time.perf_counter() - started
+        final = cl.evaluate(model, (xt, yt))
+        print(f"cnnlab: test accuracy {100 * final['accuracy']:.2f}% (best epoch "
+              f"{100 * max(history['val_acc']):.2f}%), top-5 {100 * final['top5']:.2f}%, "
+              f"{wall / 60:.1f} min, peak RSS {common.peak_rss_mib():.0f} MiB")
 
     if torch_model is not None:
         train_torch(torch, torch_model, train, (xt, yt), model.preprocess, recipe, schedule, epochs)

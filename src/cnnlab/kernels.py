@@ -239,11 +239,12 @@ def im2col_wide(xp: np.ndarray, kh: int, kw: int, h_out: int, n0: int = 0,
 
 
 def _chunk(rows: int, per_sample: int) -> int:
-    """Samples per im2col chunk: about 1 MiB of float32 columns (a core's L2 cache here), so a
-    chunk's columns are still in cache when the GEMM reads them, and a step never holds the whole
-    batch's columns (measured: 1 MiB beat 4 MiB and whole-batch columns on every layer shape of
-    bench/speed.py)."""
-    return max(1, (1 << 18) // max(1, rows * per_sample))
+    """Samples per im2col chunk: about 2²⁰ column entries (4 MiB in float32), so a step never
+    holds the whole batch's columns and a chunk is still in cache (L3 here) when the GEMM reads
+    it. Measured on a ResNet-8 training step (bench/speed.py's machine): 2¹⁸ entries 408 ms,
+    2¹⁹ 383, 2²⁰ 393, 2²² 381, whole batch 441. Not smaller: every chunk is a BLAS call, and
+    many small calls are slow when another process competes for the cores."""
+    return max(1, (1 << 20) // max(1, rows * per_sample))
 
 
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
