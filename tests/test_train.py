@@ -459,9 +459,13 @@ def test_weight_decay_applies_to_every_parameter(rng, optimizer):
         assert np.abs(params[k].data - undecayed).min() > 1e-4, f"{k} was not decayed"
 
 
-@pytest.mark.parametrize("channels, size", [(1, 9), (4, 24)])  # the im2col path, the stride-1 fast path
-def test_first_layer_gradients_without_input_grad_equal_the_full_backward(channels, size, rng):
-    model = cl.Sequential([cl.Conv2D(3, 3, padding=1), cl.ReLU(), cl.Flatten(), cl.Dense(5)],
+@pytest.mark.parametrize("first, channels, size", [
+    (lambda: cl.Conv2D(3, 3, padding=1), 1, 9),  # the im2col path
+    (lambda: cl.Conv2D(3, 3, padding=1), 4, 24),  # the stride-1 fast path
+    (lambda: cl.LocallyConnected2D(3, 3, padding=1), 2, 6),  # a Conv2D subclass with its own backward
+])
+def test_first_layer_gradients_without_input_grad_equal_the_full_backward(first, channels, size, rng):
+    model = cl.Sequential([first(), cl.ReLU(), cl.Flatten(), cl.Dense(5)],
                           input_shape=(channels, size, size), dtype=np.float64)
     x = rng.standard_normal((4, channels, size, size))
     grads = []

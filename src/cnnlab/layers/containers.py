@@ -143,8 +143,9 @@ class Sequential(Layer):
             for layer in self.layers[:first]:
                 layer._cache = None
         for i, layer in enumerate(reversed(layers)):
-            if not input_grad and i == len(layers) - 1 and hasattr(layer, "backward_params"):
-                layer.backward_params(dy)  # the gradient below the first layer is not wanted
+            params_only = getattr(layer, "backward_params", None)
+            if not input_grad and i == len(layers) - 1 and params_only is not None:
+                params_only(dy)  # the gradient below the first layer is not wanted
                 return None
             dy = layer.backward(dy)
         return dy if input_grad else None

@@ -44,6 +44,8 @@ class LocallyConnected2D(Conv2D):
         positions = int(np.prod(self.win.out))
         return self.weight.data.reshape(positions, self.filters, -1)
 
+    backward_params = None  # Conv2D's dx-free backward does not apply: backward always gives dx
+
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         n = x.shape[0]
