@@ -106,16 +106,42 @@ def worker(framework: str, net: str) -> dict:
     return result
 
 
+def _per_layer(model, x, time_one, twin=None) -> list:
+    """One row per layer: time_one(layer, twin_module, input, name) appends a row to the list it
+    returns with the layer's output. Residual blocks are opened: a row per layer of each part,
+    then the block's own row ("(+)": the whole block less its parts). twin mirrors model (the
+    PyTorch network of common.to_torch) or is None."""
+    import cnnlab as cl
+
+    rows: list = []
+
+    def walk(seq, mods, a, prefix):
+        for i, layer in enumerate(seq.layers):
+            mod = None if mods is None else mods[i]
+            name = prefix + layer.name
+            if not isinstance(layer, cl.Residual):
+                a = time_one(layer, mod, a, name, rows)
+                continue
+            start = len(rows)
+            for part in layer.sublayers():
+                walk(part, None if mod is None else getattr(mod, part.name), a,
+                     f"{name}.{part.name}.")
+            inner = {k: sum(r[k] for r in rows[start:]) for k in ("fwd", "bwd")}
+            a = time_one(layer, mod, a, f"{name} (+)", rows)
+            for k in inner:
+                rows[-1][k] -= inner[k]
+        return a
+
+    walk(model, twin, x, "")
+    return rows
+
+
 def layer_times(model, x) -> list:
-    """Forward and backward seconds per layer (training mode), and conv GEMM FLOP counts.
-    Blocks (Residual) are opened: a row per layer of each branch, then one for the block's own
-    work (the sum of its inputs' gradients, the addition)."""
+    """cnnlab's forward and backward seconds per layer (training mode), and conv GEMM FLOPs."""
     import cnnlab as cl
     from cnnlab.kernels import im2col
 
-    rows = []
-
-    def time_layer(layer, a, name):
+    def time_layer(layer, _, a, name, rows):
         out = layer.forward(a, training=True)
         fwd = _timed(lambda: layer.forward(a, training=True), 5)
         dy = np.ones_like(out)
@@ -135,72 +161,24 @@ def layer_times(model, x) -> list:
         rows.append({"name": name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm})
         return out
 
-    def walk(seq, a, prefix):
-        for layer in seq.layers:
-            name = prefix + layer.name
-            if isinstance(layer, cl.Residual):
-                start = len(rows)
-                for part in layer.sublayers():
-                    walk(part, a, f"{name}.{part.name}.")
-                inner_f = sum(r["fwd"] for r in rows[start:])
-                inner_b = sum(r["bwd"] for r in rows[start:])
-                before = len(rows)
-                a = time_layer(layer, a, f"{name} (+)")
-                rows[before]["fwd"] -= inner_f
-                rows[before]["bwd"] -= inner_b
-            else:
-                a = time_layer(layer, a, name)
-        return a
-
-    walk(model, x, "")
-    return rows
+    return _per_layer(model, x, time_layer)
 
 
 def torch_layer_times(model, net, x, torch) -> list:
     """PyTorch's forward and backward seconds for the same rows as layer_times (net is
     common.to_torch(model)): each module run alone on its input, backward from ones."""
-    import cnnlab as cl
 
-    rows = []
-
-    def time_module(module, a, name):
+    def time_module(_, module, a, name, rows):
         a = a.detach().requires_grad_(True)
         out = module(a)
         grad = torch.ones_like(out)
-
-        def fwd():
-            module(a)
-
-        def back():
-            module(a).backward(grad)
-
-        f = _timed(fwd, 5)
-        rows.append({"name": name, "fwd": f, "bwd": _timed(back, 5) - f})
+        fwd = _timed(lambda: module(a), 5)
+        bwd = _timed(lambda: module(a).backward(grad), 5) - fwd
+        rows.append({"name": name, "fwd": fwd, "bwd": bwd})
         return out.detach()
 
-    def walk(seq, mods, a, prefix):
-        for layer, module in zip(seq.layers, mods, strict=True):
-            name = prefix + layer.name
-            if isinstance(layer, cl.Residual):
-                start = len(rows)
-                parts = [(layer.branch, module.branch)]
-                if layer.shortcut is not None:
-                    parts.append((layer.shortcut, module.shortcut))
-                for part, part_mod in parts:
-                    walk(part, part_mod, a, f"{name}.{part.name}.")
-                inner_f = sum(r["fwd"] for r in rows[start:])
-                inner_b = sum(r["bwd"] for r in rows[start:])
-                before = len(rows)
-                a = time_module(module, a, f"{name} (+)")
-                rows[before]["fwd"] -= inner_f
-                rows[before]["bwd"] -= inner_b
-            else:
-                a = time_module(module, a, name)
-        return a
-
     net.train()
-    walk(model, net, x, "")
-    return rows
+    return _per_layer(model, x, time_module, net)
 
 
 def sgemm_gflops() -> float:
