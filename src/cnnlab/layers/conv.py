@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import kernels
 from cnnlab.core import Parameter, Shape
 from cnnlab.init import initialize
-from cnnlab import kernels
 from cnnlab.kernels import col2im, im2col
 from cnnlab.layers._window import WeightedMixin, WindowLayer, positive_int
 from cnnlab.shapes import param_formula
