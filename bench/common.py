@@ -79,12 +79,11 @@ def to_torch(model, torch):
             return Residual(convert(layer.branch), short)
         if isinstance(layer, cl.Conv2D):
             (pt, pb), (pl, pr) = layer.win.pad
+            symmetric = pt == pb and pl == pr  # else an explicit ZeroPad2d in front
             m = nn.Conv2d(layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride,
-                          (pt, pl), bias=layer.use_bias)
-            if pt != pb or pl != pr:
-                m = nn.Sequential(nn.ZeroPad2d((pl, pr, pt, pb)), nn.Conv2d(
-                    layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride, 0,
-                    bias=layer.use_bias))
+                          (pt, pl) if symmetric else 0, bias=layer.use_bias)
+            if not symmetric:
+                m = nn.Sequential(nn.ZeroPad2d((pl, pr, pt, pb)), m)
         elif isinstance(layer, cl.Dense):
             m = nn.Linear(layer.input_shape[0], layer.units, bias=layer.use_bias)
         elif isinstance(layer, cl.BatchNorm2D | cl.BatchNorm1D):
