@@ -147,6 +147,22 @@ class Source:
         return x, y, classes, what
 
 
+    def load_for(self, model, split: str, label) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+        """load() for a trained model: (x, y, the model's class names, what), with labels mapped
+        to the model's classes; Failure naming `label` (the model file) when shapes or classes
+        do not match."""
+        x, y, names, what = self.load(split, model.input_shape)
+        if x.shape[1:] != model.input_shape:
+            raise Failure(f"{label} takes {volume(model.input_shape)} inputs (H×W×D); "
+                          f"{self.spec} has {volume(x.shape[1:])} images")
+        classes = model.class_names or names
+        if self.kind == "folder" and model.class_names:
+            y = _remap(y, names, model.class_names, self.spec)
+        if len(classes) != model.out_shape[-1] or y.max() >= len(classes):
+            raise Failure(f"{label} has {model.out_shape[-1]} classes; {self.spec} has labels up "
+                          f"to {y.max()}")
+        return x, y, classes, what
+
 def _remap(y: np.ndarray, names: list[str], target: list[str], where) -> np.ndarray:
     """Labels by class name: y indexes `names` (folder names), the result indexes `target`.
     Names match ignoring case and punctuation: a folder T-shirt_top is the class T-shirt/top."""
@@ -359,16 +375,7 @@ def cmd_evaluate(args) -> int:
         if not isinstance(spec, str | None):
             raise Failure(f"{config}: data = {spec!r} is not a dataset name or folder; give --data")
     source = Source(spec or default_data(), holdout=False)
-    x, y, names, what = source.load(args.split, model.input_shape)
-    if x.shape[1:] != model.input_shape:
-        raise Failure(f"{args.model} takes {volume(model.input_shape)} inputs (H×W×D); "
-                      f"{source.spec} has {volume(x.shape[1:])} images")
-    classes = model.class_names or names
-    if source.kind == "folder" and model.class_names:
-        y = _remap(y, names, model.class_names, source.spec)
-    if len(classes) != model.out_shape[-1] or y.max() >= len(classes):
-        raise Failure(f"{args.model} has {model.out_shape[-1]} classes; {source.spec} has labels up "
-                      f"to {y.max()}")
+    x, y, classes, what = source.load_for(model, args.split, args.model)
     result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy())
     k = min(5, len(classes))
     print(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images")

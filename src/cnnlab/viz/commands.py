@@ -6,8 +6,7 @@ import tomllib
 from pathlib import Path
 
 import cnnlab as cl
-from cnnlab.cli import CHECKPOINT, CONFIG, Failure, Source, _remap, default_data, say
-from cnnlab.core import volume
+from cnnlab.cli import CHECKPOINT, CONFIG, Failure, Source, default_data, say
 
 
 def _recorded_data(run: Path) -> str | None:
@@ -30,16 +29,7 @@ def report(args) -> int:
         raise Failure(f"{run}: neither model.safetensors nor {CHECKPOINT}; is it a run directory?")
     model = cl.load(found[0])
     source = Source(args.data or _recorded_data(run) or default_data(), holdout=True)
-    x, y, names, what = source.load("test", model.input_shape)
-    if x.shape[1:] != model.input_shape:
-        raise Failure(f"{found[0]} takes {volume(model.input_shape)} inputs (H×W×D); "
-                      f"{source.spec} has {volume(x.shape[1:])} images")
-    classes = model.class_names or names
-    if source.kind == "folder" and model.class_names:
-        y = _remap(y, names, model.class_names, source.spec)
-    if len(classes) != model.out_shape[-1] or y.max() >= len(classes):
-        raise Failure(f"{found[0]} has {model.out_shape[-1]} classes; {source.spec} has labels up "
-                      f"to {y.max()}")
+    x, y, classes, what = source.load_for(model, "test", found[0])
     path = cl.viz.report(run, model, x, y, classes, data=f"{source.describe()}, {what} split")
     print(path)
     return 0
