@@ -250,7 +250,8 @@ def _chunk(rows: int, per_sample: int) -> int:
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
                       kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
     """Stride-1 convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk:
-    im2col_wide, one GEMM, the junk columns dropped while copying into y, all in cache.
+    im2col_wide, one GEMM, the junk columns dropped and the bias added while copying into y,
+    all in cache.
     Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the padded
     input (wide_planes) that backward needs."""
     xp = wide_planes(x, padding)
@@ -258,13 +259,12 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
     k = w_mat.shape[0]
     h_out, w_out = hp - kh, wp - kw + 1
     y = np.empty((k, n, h_out, w_out), x.dtype)
+    shift = np.zeros((k, 1, 1, 1), x.dtype) if bias is None else bias.reshape(k, 1, 1, 1)
     step = _chunk(c * kh * kw, h_out * wp)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
-        part = w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)
-        y[:, n0:n1] = part.reshape(k, n1 - n0, h_out, wp)[..., :w_out]  # junk dropped
-    if bias is not None:
-        y += bias[:, None, None, None]
+        part = (w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)).reshape(k, n1 - n0, h_out, wp)
+        np.add(part[..., :w_out], shift, out=y[:, n0:n1])  # junk dropped, bias added, in cache
     return y.transpose(1, 0, 2, 3), xp
 
 
