@@ -32,6 +32,14 @@ RECIPES = {
                    weight_decay=5e-4, smoothing=0.1, warmup=1.0,
                    # random erasing on top (tried 2026-11-25) left the net underfitting: 93.19%
                    augment=lambda: T.Compose([T.RandomFlip(), T.RandomCrop(2)])),
+    # issue 6's benchmark: the CIFAR-style ResNets of cl.zoo with the strong recipe's schedule
+    # and augmentation; no dropout in these nets, so weight decay and smoothing regularise
+    "resnet8": dict(model="resnet8", epochs=30, lr=0.1, momentum=0.9, nesterov=True,
+                    weight_decay=5e-4, smoothing=0.1, warmup=1.0,
+                    augment=lambda: T.Compose([T.RandomFlip(), T.RandomCrop(2)])),
+    "resnet20": dict(model="resnet20", epochs=12, lr=0.1, momentum=0.9, nesterov=True,
+                     weight_decay=5e-4, smoothing=0.1, warmup=1.0,
+                     augment=lambda: T.Compose([T.RandomFlip(), T.RandomCrop(2)])),
 }
 
 

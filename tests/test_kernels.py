@@ -151,9 +151,11 @@ def test_maxpool_2x2_fast_path_refuses_other_windows(window, shape):
     (2, 5, ((1, 0), (0, 4))), (1, 1, ((0, 0), (0, 0))), (5, 5, ((2, 2), (2, 2))),
 ])
 @pytest.mark.parametrize("n", [1, 3, 70])  # 70 samples: several chunks of _chunk
-def test_stride1_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, rng):
+@pytest.mark.parametrize("k", [2, 3, 5])  # fewer, as many and more filters than channels
+@pytest.mark.parametrize("dx_by", [None, "col2im", "flip"])
+def test_stride1_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, k, dx_by, rng):
     assert conv_wide_applies(kh, kw, 1, padding)
-    c, k, h, w = 3, 4, 9, 8
+    c, h, w = 3, 9, 8
     x = rng.standard_normal((n, c, h, w))
     weight = rng.standard_normal((k, c, kh, kw))
     bias = rng.standard_normal(k)
@@ -165,12 +167,15 @@ def test_stride1_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, rng):
     np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(y.shape)
     dy_mat = dy.transpose(1, 0, 2, 3).reshape(k, -1)
-    dw, db, dx = conv_backward_wide(dy, x_pad, weight, padding)
+    dw, db, dx = conv_backward_wide(dy, x_pad, weight, padding, dx_by=dx_by)
     np.testing.assert_allclose(dw.reshape(k, -1), dy_mat @ cols.T, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, dy_mat.sum(axis=1), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, col2im(w_mat.T @ dy_mat, x.shape, kh, kw, 1, padding),
                                rtol=1e-12, atol=1e-12)
-    assert conv_backward_wide(dy, x_pad, weight, padding, input_grad=False)[2] is None
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    no_dx = conv_backward_wide(dy, x_pad, weight, padding, input_grad=False, dx_by=dx_by)
+    assert no_dx[2] is None
+    np.testing.assert_array_equal(no_dx[0], dw)
 
 
 @pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 3), (1, 1, 1)])

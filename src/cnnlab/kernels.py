@@ -269,42 +269,66 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
 
 
 def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, padding: Padding,
-                       input_grad: bool = True):
+                       input_grad: bool = True, dx_by: str | None = None):
     """Gradients of conv_forward_wide: (dW, db, dx), dx None when input_grad is False.
 
     dW = dY · X_colᵀ summed over chunks, X_col recomputed chunk by chunk from the padded input
-    (in cache, so about as fast as keeping it, and far lighter). dx is the "full" correlation of
-    dy with the kernel flipped in both axes and its K and C axes swapped: the same wide im2col
-    and GEMM again, instead of col2im's (C·kh·kw, N·H_out·W_out) matrix and its kh·kw strided
-    adds. Needs padding ≤ kernel − 1 on every side (conv_wide_applies). The junk columns meet
-    zeros of dy in dW, so they add nothing (an infinite input would add NaN there, not ±inf).
+    (in cache, so about as fast as keeping it, and far lighter); dy is laid out over whole
+    padded rows too, zeros facing the junk columns, so they add nothing (an infinite input would
+    add NaN there, not ±inf). dx one of two ways (dx_by; by default the one with fewer column
+    rows, see _dx_by):
+    - "col2im": dX_col = W_matᵀ · dY chunk by chunk, then kh·kw adds of contiguous runs into the
+      padded planes, the adjoint of im2col_wide (zero dy on the junk columns gives zero dX_col
+      there, so their runs add nothing); C·kh·kw column rows.
+    - "flip": the "full" correlation of dy with the kernel flipped in both axes and its K and C
+      axes swapped: the same wide im2col and GEMM as the forward; K·kh·kw column rows, no adds.
+    Both need padding ≤ kernel − 1 on every side (conv_wide_applies).
     """
     k, c, kh, kw = weight.shape
     n, _, h_out, w_out = dy.shape
     _, _, hp, wp = xp.shape
+    (pt, pb), (pl, pr) = padding
+    h, w = hp - 1 - pt - pb, wp - pl - pr
+    dx_by = dx_by or _dx_by(k, c)
+    by_col2im = input_grad and dx_by == "col2im"
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     db = dy_k.reshape(k, -1).sum(axis=1)
     dw = np.zeros((k, c * kh * kw), dy.dtype)
-    step = _chunk(c * kh * kw, h_out * wp)
+    w_t = weight.reshape(k, -1).T if by_col2im else None
+    dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
+    run = h_out * wp
+    step = _chunk(c * kh * kw, run)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         dy_wide = np.zeros((k, n1 - n0, h_out, wp), dy.dtype)  # zeros face the junk columns
         dy_wide[..., :w_out] = dy_k[:, n0:n1]
-        dw += dy_wide.reshape(k, -1) @ im2col_wide(xp, kh, kw, h_out, n0, n1).T
+        dy_mat = dy_wide.reshape(k, -1)
+        dw += dy_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1).T
+        if by_col2im:
+            blocks = (w_t @ dy_mat).reshape(c, kh, kw, n1 - n0, run)
+            planes = np.zeros((c, n1 - n0, hp * wp), dy.dtype)
+            for u in range(kh):
+                for v in range(kw):
+                    planes[:, :, u * wp + v : u * wp + v + run] += blocks[:, u, v]
+            dx[:, n0:n1] = planes.reshape(c, n1 - n0, hp, wp)[:, :, pt : pt + h, pl : pl + w]
     if not input_grad:
         return dw.reshape(weight.shape), db, None
-    (pt, pb), (pl, pr) = padding
-    h, w = hp - 1 - pt - pb, wp - pl - pr
-    dyp = wide_planes(dy, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
-    wq = dyp.shape[3]
-    flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
-    dx = np.empty((c, n, h, w), dy.dtype)
-    step = _chunk(k * kh * kw, h * wq)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
-        part = flipped @ im2col_wide(dyp, kh, kw, h, n0, n1)
-        dx[:, n0:n1] = part.reshape(c, n1 - n0, h, wq)[..., :w]
+    if not by_col2im:
+        dyp = wide_planes(dy, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+        wq = dyp.shape[3]
+        flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
+        step = _chunk(k * kh * kw, h * wq)
+        for n0 in range(0, n, step):
+            n1 = min(n, n0 + step)
+            part = flipped @ im2col_wide(dyp, kh, kw, h, n0, n1)
+            dx[:, n0:n1] = part.reshape(c, n1 - n0, h, wq)[..., :w]
     return dw.reshape(weight.shape), db, dx.transpose(1, 0, 2, 3)
+
+
+def _dx_by(k: int, c: int) -> str:
+    """conv_backward_wide's default way to dx: col2im builds C·kh·kw column rows, the flipped
+    kernel K·kh·kw; the fewer the lighter."""
+    return "col2im" if k > c else "flip"
 
 
 def conv_wide_applies(kh: int, kw: int, stride, padding) -> bool:

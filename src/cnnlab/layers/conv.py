@@ -22,7 +22,8 @@ class Conv2D(WeightedMixin, WindowLayer):
     Backward, with dY_mat = dy as (K, N·H_out·W_out):
         dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
     Stride-1 layers on large maps compute the same sums faster (kernels.conv_forward_wide: the
-    batch in cache-sized chunks, dx as the correlation of dy with the flipped kernel; see _wide).
+    batch in cache-sized chunks; dx as the correlation of dy with the flipped kernel, or by
+    col2im over whole padded rows when K > C; see _wide).
 
     Shape:
         x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
