@@ -181,3 +181,11 @@ def test_stride1_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, k, dx_by
 @pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 3), (1, 1, 1)])
 def test_stride1_fast_conv_refuses_other_windows(kh, stride, padding):
     assert not conv_wide_applies(kh, kh, stride, padding)
+
+
+def test_stride1_fast_conv_backward_names_an_unknown_dx_way(rng):
+    x = rng.standard_normal((2, 3, 6, 6))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    y, x_pad = conv_forward_wide(x, weight.reshape(4, -1), None, 3, 3, ((1, 1), (1, 1)))
+    with pytest.raises(ValueError, match="dx_by must be 'col2im', 'flip' or None"):
+        conv_backward_wide(np.ones(y.shape), x_pad, weight, ((1, 1), (1, 1)), dx_by="fft")

@@ -290,6 +290,8 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
     (pt, pb), (pl, pr) = padding
     h, w = hp - 1 - pt - pb, wp - pl - pr
     dx_by = dx_by or _dx_by(k, c)
+    if dx_by not in ("col2im", "flip"):
+        raise ValueError(f"conv_backward_wide: dx_by must be 'col2im', 'flip' or None. Received: {dx_by!r}")
     by_col2im = input_grad and dx_by == "col2im"
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     db = dy_k.reshape(k, -1).sum(axis=1)
