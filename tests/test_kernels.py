@@ -9,10 +9,15 @@ from cnnlab.kernels import (
     avgpool_backward,
     avgpool_forward,
     col2im,
+    col2im_same,
+    conv_backward_same,
     conv_backward_wide,
+    conv_forward_same,
     conv_forward_wide,
+    conv_same_applies,
     conv_wide_applies,
     im2col,
+    im2col_same,
     maxpool2x2_applies,
     maxpool2x2_backward,
     maxpool2x2_forward,
@@ -189,3 +194,59 @@ def test_stride1_fast_conv_backward_names_an_unknown_dx_way(rng):
     y, x_pad = conv_forward_wide(x, weight.reshape(4, -1), None, 3, 3, ((1, 1), (1, 1)))
     with pytest.raises(ValueError, match="dx_by must be 'col2im', 'flip' or None"):
         conv_backward_wide(np.ones(y.shape), x_pad, weight, ((1, 1), (1, 1)), dx_by="fft")
+
+
+# ------------------------------------------------------- stride-1 "same" convolution, fast path
+SAME = [
+    (3, 3, ((1, 1), (1, 1))), (4, 4, ((1, 2), (1, 2))), (2, 5, ((1, 0), (2, 2))),
+    (1, 1, ((0, 0), (0, 0))), (5, 5, ((2, 2), (2, 2))), (4, 2, ((3, 0), (0, 1))),
+]
+
+
+@pytest.mark.parametrize("kh, kw, padding", SAME)
+@pytest.mark.parametrize("h, w", [(9, 8), (1, 1), (2, 3), (6, 1)])  # also maps smaller than the kernel
+def test_same_im2col_and_col2im_equal_the_plain_ones(kh, kw, padding, h, w, rng):
+    assert conv_same_applies(kh, kw, 1, padding)
+    x = rng.standard_normal((3, 2, h, w))
+    xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(im2col_same(xc, kh, kw, padding), im2col(x, kh, kw, 1, padding))
+    cols = rng.standard_normal((2 * kh * kw, 3 * h * w))
+    out = np.full(xc.shape, np.nan)  # every entry must be written
+    col2im_same(cols.copy(), out, kh, kw, padding)
+    np.testing.assert_allclose(out.transpose(1, 0, 2, 3), col2im(cols, x.shape, kh, kw, 1, padding),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kh, kw, padding", SAME)
+@pytest.mark.parametrize("n", [1, 3, 70])  # 70 samples: several chunks of _chunk
+@pytest.mark.parametrize("k", [2, 5])
+@pytest.mark.parametrize("bias", [True, False])
+def test_same_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, k, bias, rng):
+    c, h, w = 3, 9, 8
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((k, c, kh, kw))
+    b = rng.standard_normal(k) if bias else None
+    w_mat = weight.reshape(k, -1)
+    cols = im2col(x, kh, kw, 1, padding)
+    expected = (w_mat @ cols + (b[:, None] if bias else 0)).reshape(k, n, h, w).transpose(1, 0, 2, 3)
+    for layout in _layouts(x):
+        y, xc = conv_forward_same(layout, w_mat, b, kh, kw, padding)
+        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+        assert y.shape == expected.shape and y.dtype == x.dtype
+    dy = rng.standard_normal(y.shape)
+    dy_mat = dy.transpose(1, 0, 2, 3).reshape(k, -1)
+    dw, db, dx = conv_backward_same(dy, xc, weight, padding)
+    np.testing.assert_allclose(dw.reshape(k, -1), dy_mat @ cols.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, dy_mat.sum(axis=1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, col2im(w_mat.T @ dy_mat, x.shape, kh, kw, 1, padding),
+                               rtol=1e-12, atol=1e-12)
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    no_dx = conv_backward_same(dy, xc, weight, padding, input_grad=False)
+    assert no_dx[2] is None
+    np.testing.assert_array_equal(no_dx[0], dw)
+
+
+@pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 0), (3, 1, ((1, 1), (0, 1))),
+                                                 (1, 1, 1), (4, 1, ((1, 1), (1, 2)))])
+def test_same_fast_conv_refuses_other_windows(kh, stride, padding):
+    assert not conv_same_applies(kh, kh, stride, padding)

@@ -146,14 +146,18 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     check_layer(torch, parity, layer, x, reference, rng)
 
 
-@pytest.mark.parametrize("c, kernel, padding, size", [
-    (4, 3, 1, (24, 26)), (5, 3, "same", (25, 24)), (4, 4, "same", (24, 27)), (4, (2, 5), (1, 2), (24, 24)),
-    (6, 1, 0, (24, 24)), (4, 5, 0, (30, 28)),
+@pytest.mark.parametrize("c, kernel, padding, size, path", [
+    # "same" padding, ≥ 4 channels: kernels.conv_forward_same, on any map size
+    (4, 3, 1, (24, 26), "same"), (5, 3, "same", (25, 24), "same"), (4, 4, "same", (24, 27), "same"),
+    (6, 1, 0, (24, 24), "same"), (4, 3, 1, (7, 5), "same"), (4, (2, 5), "same", (3, 6), "same"),
+    (5, 5, 2, (1, 2), "same"),
+    # other stride-1 padding, ≥ 4 channels, output rows ≥ 24: kernels.conv_forward_wide
+    (4, (2, 5), (1, 2), (24, 24), "wide"), (4, 5, 0, (30, 28), "wide"),
+    (4, 3, 0, (9, 9), "plain"), (3, 3, 1, (24, 24), "plain"),
 ])
-def test_conv2d_stride1_fast_path(c, kernel, padding, size, torch, parity, rng):
-    # ≥ 4 channels and output rows ≥ 24: the layer takes kernels.conv_forward_wide
+def test_conv2d_stride1_fast_paths(c, kernel, padding, size, path, torch, parity, rng):
     layer = build(cl.Conv2D(3, kernel, 1, padding), (c, *size))
-    assert layer._wide()
+    assert layer._path() == path
     (top, bottom), (left, right) = layer.win.pad
     x = randn(rng, (2, c, *size))
 

@@ -333,6 +333,124 @@ def _dx_by(k: int, c: int) -> str:
     return "col2im" if k > c else "flip"
 
 
+# ------------------------------------------------- stride-1 "same" convolution, fast path
+def conv_same_applies(kh: int, kw: int, stride, padding) -> bool:
+    """The "same" fast path's conditions: stride 1 and padding that keeps the size
+    (top + bottom = kh − 1, left + right = kw − 1), so every output row is as long as an input
+    row."""
+    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
+    return sh == sw == 1 and pt + pb == kh - 1 and pl + pr == kw - 1
+
+
+def _outside(block: np.ndarray, u: int, v: int, pt: int, pl: int) -> None:
+    """Zeroes the entries of offset (u, v)'s block, seen as (C, n, H, W), whose input pixel lies
+    in the padding: the first pt − u rows or last u − pt rows of every plane, the first pl − v
+    or last v − pl columns of every row."""
+    h, w = block.shape[2:]
+    if u < pt:
+        block[:, :, : pt - u] = 0
+    elif u > pt:
+        block[:, :, max(0, h - (u - pt)):] = 0
+    if v < pl:
+        block[..., : pl - v] = 0
+    elif v > pl:
+        block[..., max(0, w - (v - pl)):] = 0
+
+
+def im2col_same(xc: np.ndarray, kh: int, kw: int, padding: Padding) -> np.ndarray:
+    """im2col of a stride-1 "same" convolution from xc in (C, n, H, W) memory, no padded copy:
+    (C·kh·kw, n·H·W), row (c, u, v), column (n, i, j), equal to im2col.
+
+    With W_out = W, output (i, j) of a plane reads input (i + u − top, j + v − left): in flat
+    memory the input index is the output index plus s = (u − top)·W + (v − left). So a kernel
+    offset's block is one contiguous run of each channel's (n·H·W) memory shifted by s (one long
+    copy per channel), after which the entries that the shift took across a row or plane edge,
+    which are the ones whose pixel lies in the padding, are zeroed (_outside).
+    """
+    (pt, _), (pl, _) = padding
+    c, n, h, w = xc.shape
+    flat = xc.reshape(c, -1)
+    size = flat.shape[1]
+    cols = np.empty((c, kh, kw, size), xc.dtype)
+    for u in range(kh):
+        for v in range(kw):
+            s, block = (u - pt) * w + (v - pl), cols[:, u, v]
+            if s >= 0:
+                block[:, : max(0, size - s)] = flat[:, s:]
+                block[:, max(0, size - s):] = 0
+            else:
+                block[:, min(size, -s):] = flat[:, : max(0, size + s)]
+                block[:, : min(size, -s)] = 0
+            _outside(block.reshape(c, n, h, w), u, v, pt, pl)
+    return cols.reshape(c * kh * kw, size)
+
+
+def col2im_same(cols: np.ndarray, out: np.ndarray, kh: int, kw: int, padding: Padding) -> None:
+    """The adjoint of im2col_same, written into out ((C, n, H, W), any strides whose planes are
+    contiguous): each offset's block zeroed where its pixel lies in the padding (in place: cols
+    is scratch), then added to the input memory shifted by s, one long add per channel. The
+    centre offset (s = 0, nothing in the padding) is copied first, so out needs no zeroing."""
+    (pt, _), (pl, _) = padding
+    c, n, h, w = out.shape
+    size = n * h * w
+    blocks = cols.reshape(c, kh, kw, size)
+    flat = out.reshape(c, size)  # a view: each channel's (n, H, W) is contiguous
+    flat[...] = blocks[:, pt, pl]
+    for u in range(kh):
+        for v in range(kw):
+            s, block = (u - pt) * w + (v - pl), blocks[:, u, v]
+            if s == 0 and (u, v) == (pt, pl):
+                continue
+            _outside(block.reshape(c, n, h, w), u, v, pt, pl)
+            if s >= 0:
+                flat[:, s:] += block[:, : max(0, size - s)]
+            else:
+                flat[:, : max(0, size + s)] += block[:, min(size, -s):]
+
+
+def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
+                      kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-1 "same" convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by
+    chunk (_chunk): im2col_same, one GEMM, the bias added, all in cache.
+    Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and x as (C, N, H, W) memory (no
+    copy when x is what a convolution handed on), which backward needs."""
+    xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+    c, n, h, w = xc.shape
+    k = w_mat.shape[0]
+    y = np.empty((k, n, h, w), x.dtype)
+    step = _chunk(c * kh * kw, h * w)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        part = y[:, n0:n1].reshape(k, -1)  # a view: each filter's rows n0:n1 are contiguous
+        np.matmul(w_mat, im2col_same(xc[:, n0:n1], kh, kw, padding), out=part)
+        if bias is not None:
+            part += bias[:, None]
+    return y.transpose(1, 0, 2, 3), xc
+
+
+def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, padding: Padding,
+                       input_grad: bool = True):
+    """Gradients of conv_forward_same: (dW, db, dx), dx None when input_grad is False.
+
+    Chunk by chunk: X_col recomputed from xc (in cache, so about as fast as keeping it, and far
+    lighter), dW += dY · X_colᵀ, and dx by col2im_same of W_matᵀ · dY straight into dx."""
+    k, c, kh, kw = weight.shape
+    _, n, h, w = xc.shape
+    dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
+    db = dy_k.reshape(k, -1).sum(axis=1)
+    dw = np.zeros((k, c * kh * kw), dy.dtype)
+    w_t = weight.reshape(k, -1).T
+    dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
+    step = _chunk(c * kh * kw, h * w)
+    for n0 in range(0, n, step):
+        n1 = min(n, n0 + step)
+        dy_mat = dy_k[:, n0:n1].reshape(k, -1)
+        dw += dy_mat @ im2col_same(xc[:, n0:n1], kh, kw, padding).T
+        if input_grad:
+            col2im_same(w_t @ dy_mat, dx[:, n0:n1], kh, kw, padding)
+    return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
+
+
 def conv_wide_applies(kh: int, kw: int, stride, padding) -> bool:
     """The stride-1 fast path's conditions: stride 1, padding at most kernel − 1 on each side."""
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)

@@ -21,9 +21,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         Y_mat = W_mat · X_col + b         (K, N·H_out·W_out), one GEMM for the whole batch
     Backward, with dY_mat = dy as (K, N·H_out·W_out):
         dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
-    Stride-1 layers on large maps compute the same sums faster (kernels.conv_forward_wide: the
-    batch in cache-sized chunks; dx as the correlation of dy with the flipped kernel, or by
-    col2im over whole padded rows when K > C; see _wide).
+    Stride-1 layers compute the same sums faster, the batch in cache-sized chunks (see _path):
+    "same" padding by kernels.conv_forward_same (im2col and col2im as one shifted run per
+    channel and kernel offset), other padding on large maps by kernels.conv_forward_wide.
 
     Shape:
         x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
@@ -78,24 +78,35 @@ class Conv2D(WeightedMixin, WindowLayer):
             return {}
         return {"weight": self.weight, **({"bias": self.bias} if self.bias else {})}
 
-    def _wide(self) -> bool:
-        """Whether the stride-1 fast path (kernels.conv_forward_wide) runs this layer: stride 1,
-        padding ≤ F − 1, at least 4 input channels and output rows of 24 or more. There its long
-        contiguous copies beat im2col's per-row ones (measured in bench/speed.py; on smaller
-        maps or a single channel the plain path was as fast or faster)."""
+    def _path(self) -> str:
+        """Which kernels run this layer, all computing the same sums (tested equal):
+        - "same": stride 1 and padding that keeps the size (H_out = H, W_out = W), at least 4
+          input channels: kernels.conv_forward_same.
+        - "wide": other stride-1 windows with padding ≤ F − 1, at least 4 input channels and
+          output rows of 24 or more: kernels.conv_forward_wide.
+        - "plain": im2col, one GEMM for the batch, col2im.
+        Measured in bench/speed.py's per-layer rows (docs/performance.md): on fewer channels
+        the plain path was as fast or faster, and "wide" loses to "plain" on smaller maps."""
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        return (kernels.conv_wide_applies(kh, kw, stride, pad) and self.input_shape[0] >= 4
-                and self.win.w.out >= 24)
+        if self.input_shape[0] < 4:
+            return "plain"
+        if kernels.conv_same_applies(kh, kw, stride, pad):
+            return "same"
+        if kernels.conv_wide_applies(kh, kw, stride, pad) and self.win.w.out >= 24:
+            return "wide"
+        return "plain"
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
-        if self._wide():
-            y, x_pad = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
+        path = self._path()
+        if path != "plain":
+            forward = kernels.conv_forward_same if path == "same" else kernels.conv_forward_wide
+            y, saved = forward(self._to_2d(x), w_mat, bias, kh, kw, pad)
             if training:
-                self._cache = ("wide", x_pad, x.shape[0])
+                self._cache = (path, saved, x.shape[0])
             return self._from_2d(y)
         x_col = im2col(self._to_2d(x), kh, kw, stride, pad)
         y_mat = w_mat @ x_col
@@ -120,9 +131,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         path, saved, n = self._take_cache()
         dy = self._check_grad(dy, (n, *self.out_shape))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        if path == "wide":
-            dw, db, dx = kernels.conv_backward_wide(
-                self._to_2d(dy), saved, self.weight.data, pad, input_grad)
+        if path != "cols":
+            backward = kernels.conv_backward_same if path == "same" else kernels.conv_backward_wide
+            weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
+            dw, db, dx = backward(self._to_2d(dy), saved, weight, pad, input_grad)
             self.weight.grad = dw.reshape(self.weight.data.shape)
             if self.bias is not None:
                 self.bias.grad = db
