@@ -23,6 +23,7 @@ from cnnlab.kernels import (
     maxpool2x2_forward,
     maxpool_backward,
     maxpool_forward,
+    out_size,
 )
 
 WINDOWS = [(3, 3, 1, 0), (3, 3, 2, 1), (2, 2, 2, 0), (5, 5, 3, 2), (2, 3, 1, 1), (1, 1, 2, 0)]
@@ -196,57 +197,71 @@ def test_stride1_fast_conv_backward_names_an_unknown_dx_way(rng):
         conv_backward_wide(np.ones(y.shape), x_pad, weight, ((1, 1), (1, 1)), dx_by="fft")
 
 
-# ------------------------------------------------------- stride-1 "same" convolution, fast path
-SAME = [
-    (3, 3, ((1, 1), (1, 1))), (4, 4, ((1, 2), (1, 2))), (2, 5, ((1, 0), (2, 2))),
-    (1, 1, ((0, 0), (0, 0))), (5, 5, ((2, 2), (2, 2))), (4, 2, ((3, 0), (0, 1))),
+# --------------------------------------------------------- "same"-size convolution, fast path
+SAME = [  # (kh, kw, stride, padding): output (H/S, W/S) on the maps below
+    (3, 3, 1, ((1, 1), (1, 1))), (4, 4, 1, ((1, 2), (1, 2))), (2, 5, 1, ((1, 0), (2, 2))),
+    (1, 1, 1, ((0, 0), (0, 0))), (5, 5, 1, ((2, 2), (2, 2))), (4, 2, 1, ((3, 0), (0, 1))),
+    (3, 3, 2, ((1, 1), (1, 1))), (1, 1, 2, ((0, 0), (0, 0))), (3, 3, 2, ((0, 1), (0, 1))),
+    (4, 4, 2, ((1, 1), (1, 1))), (5, 3, (2, 1), ((2, 1), (1, 1))), (7, 7, 2, ((3, 2), (3, 2))),
+    (3, 3, 3, ((0, 0), (0, 0))), (5, 5, 3, ((1, 1), (1, 1))),
 ]
+SAME_MAPS = {1: [(9, 8), (1, 1), (2, 3), (6, 1)], 2: [(6, 8), (2, 2), (4, 2)], 3: [(9, 6), (3, 3)]}
 
 
-@pytest.mark.parametrize("kh, kw, padding", SAME)
-@pytest.mark.parametrize("h, w", [(9, 8), (1, 1), (2, 3), (6, 1)])  # also maps smaller than the kernel
-def test_same_im2col_and_col2im_equal_the_plain_ones(kh, kw, padding, h, w, rng):
-    assert conv_same_applies(kh, kw, 1, padding)
-    x = rng.standard_normal((3, 2, h, w))
-    xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
-    np.testing.assert_array_equal(im2col_same(xc, kh, kw, padding), im2col(x, kh, kw, 1, padding))
-    cols = rng.standard_normal((2 * kh * kw, 3 * h * w))
-    out = np.full(xc.shape, np.nan)  # every entry must be written
-    col2im_same(cols.copy(), out, kh, kw, padding)
-    np.testing.assert_allclose(out.transpose(1, 0, 2, 3), col2im(cols, x.shape, kh, kw, 1, padding),
-                               rtol=1e-12, atol=1e-12)
+def _same_maps(stride):
+    return [(h, w) for h, w in SAME_MAPS[np.max(stride)]
+            if h % np.atleast_1d(stride)[0] == 0 and w % np.atleast_1d(stride)[-1] == 0]
 
 
-@pytest.mark.parametrize("kh, kw, padding", SAME)
+@pytest.mark.parametrize("kh, kw, stride, padding", SAME)
+def test_same_im2col_and_col2im_equal_the_plain_ones(kh, kw, stride, padding, rng):
+    for h, w in _same_maps(stride):  # also maps smaller than the kernel
+        assert conv_same_applies(h, w, kh, kw, stride, padding)
+        x = rng.standard_normal((3, 2, h, w))
+        xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
+        expected = im2col(x, kh, kw, stride, padding)
+        np.testing.assert_array_equal(im2col_same(xc, kh, kw, stride, padding), expected)
+        cols = rng.standard_normal(expected.shape)
+        out = np.full(xc.shape, np.nan)  # every entry must be written
+        col2im_same(cols.copy(), out, kh, kw, stride, padding)
+        np.testing.assert_allclose(out.transpose(1, 0, 2, 3),
+                                   col2im(cols, x.shape, kh, kw, stride, padding),
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kh, kw, stride, padding", SAME)
 @pytest.mark.parametrize("n", [1, 3, 70])  # 70 samples: several chunks of _chunk
 @pytest.mark.parametrize("k", [2, 5])
 @pytest.mark.parametrize("bias", [True, False])
-def test_same_fast_conv_equals_im2col_and_col2im(kh, kw, padding, n, k, bias, rng):
-    c, h, w = 3, 9, 8
+def test_same_fast_conv_equals_im2col_and_col2im(kh, kw, stride, padding, n, k, bias, rng):
+    c, (h, w) = 3, _same_maps(stride)[0]
     x = rng.standard_normal((n, c, h, w))
     weight = rng.standard_normal((k, c, kh, kw))
     b = rng.standard_normal(k) if bias else None
     w_mat = weight.reshape(k, -1)
-    cols = im2col(x, kh, kw, 1, padding)
-    expected = (w_mat @ cols + (b[:, None] if bias else 0)).reshape(k, n, h, w).transpose(1, 0, 2, 3)
+    cols = im2col(x, kh, kw, stride, padding)
+    h_out, w_out = out_size(h, w, kh, kw, stride, padding)
+    expected = (w_mat @ cols + (b[:, None] if bias else 0)).reshape(k, n, h_out, w_out)
     for layout in _layouts(x):
-        y, xc = conv_forward_same(layout, w_mat, b, kh, kw, padding)
-        np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
-        assert y.shape == expected.shape and y.dtype == x.dtype
+        y, xc = conv_forward_same(layout, w_mat, b, kh, kw, stride, padding)
+        np.testing.assert_allclose(y, expected.transpose(1, 0, 2, 3), rtol=1e-12, atol=1e-12)
+        assert y.dtype == x.dtype
     dy = rng.standard_normal(y.shape)
     dy_mat = dy.transpose(1, 0, 2, 3).reshape(k, -1)
-    dw, db, dx = conv_backward_same(dy, xc, weight, padding)
+    dw, db, dx = conv_backward_same(dy, xc, weight, stride, padding)
     np.testing.assert_allclose(dw.reshape(k, -1), dy_mat @ cols.T, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, dy_mat.sum(axis=1), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dx, col2im(w_mat.T @ dy_mat, x.shape, kh, kw, 1, padding),
+    np.testing.assert_allclose(dx, col2im(w_mat.T @ dy_mat, x.shape, kh, kw, stride, padding),
                                rtol=1e-12, atol=1e-12)
     assert dx.shape == x.shape and dx.dtype == x.dtype
-    no_dx = conv_backward_same(dy, xc, weight, padding, input_grad=False)
+    no_dx = conv_backward_same(dy, xc, weight, stride, padding, input_grad=False)
     assert no_dx[2] is None
     np.testing.assert_array_equal(no_dx[0], dw)
 
 
-@pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 0), (3, 1, ((1, 1), (0, 1))),
-                                                 (1, 1, 1), (4, 1, ((1, 1), (1, 2)))])
-def test_same_fast_conv_refuses_other_windows(kh, stride, padding):
-    assert not conv_same_applies(kh, kh, stride, padding)
+@pytest.mark.parametrize("size, kh, stride, padding", [
+    (8, 3, 1, 0), (8, 3, 1, ((1, 1), (0, 1))), (8, 1, 1, 1), (8, 4, 1, ((1, 1), (1, 2))),
+    (7, 3, 2, 1), (8, 3, 2, 0), (8, 3, 2, 2), (9, 3, 3, 2),
+])
+def test_same_fast_conv_refuses_other_windows(size, kh, stride, padding):
+    assert not conv_same_applies(size, size, kh, kh, stride, padding)

@@ -27,6 +27,7 @@ CASES = [
     (lambda: cl.Conv2D(2, 4, padding="same", bias=False), (4, 2, 25)),
     (lambda: cl.Conv2D(3, 3, padding=(1, 2)), (4, 3, 24)),
     (lambda: cl.Conv1D(3, 3, padding="same"), (4, 9)),
+    (lambda: cl.Conv2D(3, 3, stride=2, padding=1, fit="floor"), (4, 6, 4)),  # output (H/2, W/2)
     (lambda: cl.Conv1D(4, 3), (3, 9)),
     (lambda: cl.Conv1D(2, 4, stride=2, padding="same"), (2, 9)),
     (lambda: cl.Conv1D(2, 3, stride=2, padding=1, bias=False), (2, 9)),

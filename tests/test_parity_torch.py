@@ -146,24 +146,26 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     check_layer(torch, parity, layer, x, reference, rng)
 
 
-@pytest.mark.parametrize("c, kernel, padding, size, path", [
+@pytest.mark.parametrize("c, kernel, stride, padding, size, path", [
     # "same" padding, ≥ 4 channels: kernels.conv_forward_same, on any map size
-    (4, 3, 1, (24, 26), "same"), (5, 3, "same", (25, 24), "same"), (4, 4, "same", (24, 27), "same"),
-    (6, 1, 0, (24, 24), "same"), (4, 3, 1, (7, 5), "same"), (4, (2, 5), "same", (3, 6), "same"),
-    (5, 5, 2, (1, 2), "same"),
+    (4, 3, 1, 1, (24, 26), "same"), (5, 3, 1, "same", (25, 24), "same"), (4, 4, 1, "same", (24, 27), "same"),
+    (6, 1, 1, 0, (24, 24), "same"), (4, 3, 1, 1, (7, 5), "same"), (4, (2, 5), 1, "same", (3, 6), "same"),
+    (5, 5, 1, 2, (1, 2), "same"),
     # other stride-1 padding, ≥ 4 channels, output rows ≥ 24: kernels.conv_forward_wide
-    (4, (2, 5), (1, 2), (24, 24), "wide"), (4, 5, 0, (30, 28), "wide"),
-    (4, 3, 0, (9, 9), "plain"), (3, 3, 1, (24, 24), "plain"),
+    (4, (2, 5), 1, (1, 2), (24, 24), "wide"), (4, 5, 1, 0, (30, 28), "wide"),
+    # stride 2 with output (H/2, W/2): the "same" path too
+    (4, 3, 2, 1, (8, 6), "same"), (6, 1, 2, 0, (4, 4), "plain"), (4, 4, 2, "same", (6, 8), "same"),
+    (4, 3, 1, 0, (9, 9), "plain"), (3, 3, 1, 1, (24, 24), "plain"), (4, 3, 2, 1, (7, 7), "plain"),
 ])
-def test_conv2d_stride1_fast_paths(c, kernel, padding, size, path, torch, parity, rng):
-    layer = build(cl.Conv2D(3, kernel, 1, padding), (c, *size))
+def test_conv2d_fast_paths(c, kernel, stride, padding, size, path, torch, parity, rng):
+    layer = build(cl.Conv2D(3, kernel, stride, padding, fit="floor"), (c, *size))
     assert layer._path() == path
     (top, bottom), (left, right) = layer.win.pad
     x = randn(rng, (2, c, *size))
 
     def reference(x, weight, bias):
         x = torch.nn.functional.pad(x, (left, right, top, bottom))
-        return torch.nn.functional.conv2d(x, weight, bias, 1)
+        return torch.nn.functional.conv2d(x, weight, bias, stride)
 
     check_layer(torch, parity, layer, x, reference, rng)
 

@@ -333,102 +333,147 @@ def _dx_by(k: int, c: int) -> str:
     return "col2im" if k > c else "flip"
 
 
-# ------------------------------------------------- stride-1 "same" convolution, fast path
-def conv_same_applies(kh: int, kw: int, stride, padding) -> bool:
-    """The "same" fast path's conditions: stride 1 and padding that keeps the size
-    (top + bottom = kh − 1, left + right = kw − 1), so every output row is as long as an input
-    row."""
-    (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
-    return sh == sw == 1 and pt + pb == kh - 1 and pl + pr == kw - 1
+# ------------------------------------------------------ "same"-size convolution, fast path
+def conv_same_applies(h: int, w: int, kh: int, kw: int, stride, padding) -> bool:
+    """The "same" fast path's conditions: the stride divides H and W and the output is
+    (H/S_h, W/S_w), the size "same" padding gives (for stride 1: top + bottom = kh − 1 and
+    left + right = kw − 1)."""
+    (sh, sw), _ = _pairs(stride, padding)
+    return h % sh == 0 and w % sw == 0 and \
+        out_size(h, w, kh, kw, stride, padding) == (h // sh, w // sw)
 
 
-def _outside(block: np.ndarray, u: int, v: int, pt: int, pl: int) -> None:
-    """Zeroes the entries of offset (u, v)'s block, seen as (C, n, H, W), whose input pixel lies
-    in the padding: the first pt − u rows or last u − pt rows of every plane, the first pl − v
-    or last v − pl columns of every row."""
-    h, w = block.shape[2:]
-    if u < pt:
-        block[:, :, : pt - u] = 0
-    elif u > pt:
-        block[:, :, max(0, h - (u - pt)):] = 0
-    if v < pl:
-        block[..., : pl - v] = 0
-    elif v > pl:
-        block[..., max(0, w - (v - pl)):] = 0
+def _phase(u: int, before: int, s: int) -> tuple[int, int]:
+    """Kernel offset u of a window that starts `before` padding rows early, at stride s: input
+    row s·i + u − before = s·(i + q) + r, so the offset reads phase r (rows r, r + s, …) shifted
+    by q rows. Returns (r, q)."""
+    q, r = divmod(u - before, s)
+    return r, q
 
 
-def im2col_same(xc: np.ndarray, kh: int, kw: int, padding: Padding) -> np.ndarray:
-    """im2col of a stride-1 "same" convolution from xc in (C, n, H, W) memory, no padded copy:
-    (C·kh·kw, n·H·W), row (c, u, v), column (n, i, j), equal to im2col.
+def _outside(cols: np.ndarray, shifts_u, shifts_v) -> None:
+    """Zeroes the entries of cols ((C, kh, kw, n, H_out, W_out)) whose input pixel lies in the
+    padding: at a row shift q the first −q rows (q < 0) or last q rows (q > 0) of every plane,
+    and likewise for columns. One strided fill per kernel row and per kernel column."""
+    h, w = cols.shape[4:]
+    for u, q in enumerate(shifts_u):
+        if q < 0:
+            cols[:, u, :, :, : -q] = 0
+        elif q > 0:
+            cols[:, u, :, :, max(0, h - q):] = 0
+    for v, q in enumerate(shifts_v):
+        if q < 0:
+            cols[:, :, v, ..., : -q] = 0
+        elif q > 0:
+            cols[:, :, v, ..., max(0, w - q):] = 0
 
-    With W_out = W, output (i, j) of a plane reads input (i + u − top, j + v − left): in flat
-    memory the input index is the output index plus s = (u − top)·W + (v − left). So a kernel
-    offset's block is one contiguous run of each channel's (n·H·W) memory shifted by s (one long
-    copy per channel), after which the entries that the shift took across a row or plane edge,
-    which are the ones whose pixel lies in the padding, are zeroed (_outside).
+
+def _same_geometry(shape, kh, kw, stride, padding):
+    """Per kernel row and column its (phase, shift), and the output size."""
+    (sh, sw), ((pt, _), (pl, _)) = _pairs(stride, padding)
+    h, w = shape[-2:]
+    rows = [_phase(u, pt, sh) for u in range(kh)]
+    cols = [_phase(v, pl, sw) for v in range(kw)]
+    return (sh, sw), rows, cols, h // sh, w // sw
+
+
+def im2col_same(xc: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray:
+    """im2col of a "same"-size convolution (conv_same_applies) from xc in (C, n, H, W) memory,
+    without a padded copy: (C·kh·kw, n·H_out·W_out), row (c, u, v), column (n, i, j), equal to
+    im2col.
+
+    Output (i, j) at kernel offset (u, v) reads input (S·i + u − top, S·j + v − left). Split
+    the input into its S_h·S_w phases (rows r, r + S, …; one strided copy, none at stride 1),
+    each an (n, H/S, W/S) array as large as the output: the offset then reads one phase (r_u,
+    r_v) shifted by (q_u, q_v) (_phase), and in flat memory a shift is a constant
+    s = q_u·W_out + q_v. So each offset's block is one contiguous run of each channel's phase
+    memory (one long copy per channel); the entries that the shift took across a row or plane
+    edge are exactly those whose pixel lies in the padding, and get zeroed (_outside).
     """
-    (pt, _), (pl, _) = padding
-    c, n, h, w = xc.shape
-    flat = xc.reshape(c, -1)
-    size = flat.shape[1]
+    (sh, sw), rows, cols_, h_out, w_out = _same_geometry(xc.shape, kh, kw, stride, padding)
+    c, n = xc.shape[:2]
+    phases = {(ru, rv): np.ascontiguousarray(xc[:, :, ru::sh, rv::sw]).reshape(c, -1)
+              for ru, _ in rows for rv, _ in cols_}  # only the phases the kernel reads
+    size = n * h_out * w_out
     cols = np.empty((c, kh, kw, size), xc.dtype)
-    for u in range(kh):
-        for v in range(kw):
-            s, block = (u - pt) * w + (v - pl), cols[:, u, v]
+    for u, (ru, qu) in enumerate(rows):
+        for v, (rv, qv) in enumerate(cols_):
+            s, src, block = qu * w_out + qv, phases[ru, rv], cols[:, u, v]
             if s >= 0:
-                block[:, : max(0, size - s)] = flat[:, s:]
+                block[:, : max(0, size - s)] = src[:, s:]
                 block[:, max(0, size - s):] = 0
             else:
-                block[:, min(size, -s):] = flat[:, : max(0, size + s)]
+                block[:, min(size, -s):] = src[:, : max(0, size + s)]
                 block[:, : min(size, -s)] = 0
-            _outside(block.reshape(c, n, h, w), u, v, pt, pl)
+    _outside(cols.reshape(c, kh, kw, n, h_out, w_out), [q for _, q in rows], [q for _, q in cols_])
     return cols.reshape(c * kh * kw, size)
 
 
-def col2im_same(cols: np.ndarray, out: np.ndarray, kh: int, kw: int, padding: Padding) -> None:
+def col2im_same(cols: np.ndarray, out: np.ndarray, kh: int, kw: int, stride, padding) -> None:
     """The adjoint of im2col_same, written into out ((C, n, H, W), any strides whose planes are
-    contiguous): each offset's block zeroed where its pixel lies in the padding (in place: cols
-    is scratch), then added to the input memory shifted by s, one long add per channel. The
-    centre offset (s = 0, nothing in the padding) is copied first, so out needs no zeroing."""
-    (pt, _), (pl, _) = padding
-    c, n, h, w = out.shape
-    size = n * h * w
+    contiguous): the blocks zeroed where their pixel lies in the padding (in place: cols is
+    scratch), then each added to its phase's memory shifted by s, one long add per channel; a
+    phase starts as a copy of its first block with s = 0 (nothing in the padding), or zeros. At
+    stride 1 the one phase is out itself; otherwise each phase is copied into its rows and
+    columns of out, and the phases no offset reads (a stride larger than the kernel) get zeros.
+    """
+    (sh, sw), rows, cols_, h_out, w_out = _same_geometry(out.shape, kh, kw, stride, padding)
+    c, n = out.shape[:2]
+    size = n * h_out * w_out
     blocks = cols.reshape(c, kh, kw, size)
-    flat = out.reshape(c, size)  # a view: each channel's (n, H, W) is contiguous
-    flat[...] = blocks[:, pt, pl]
-    for u in range(kh):
-        for v in range(kw):
-            s, block = (u - pt) * w + (v - pl), blocks[:, u, v]
-            if s == 0 and (u, v) == (pt, pl):
+    _outside(blocks.reshape(c, kh, kw, n, h_out, w_out), [q for _, q in rows], [q for _, q in cols_])
+    phases: dict[tuple[int, int], np.ndarray] = {}
+    offsets = [((ru, rv), qu * w_out + qv, (u, v)) for u, (ru, qu) in enumerate(rows)
+               for v, (rv, qv) in enumerate(cols_)]
+    for phase, s, (u, v) in sorted(offsets, key=lambda o: (o[0], o[1] != 0)):  # s = 0 first
+        block = blocks[:, u, v]
+        if phase not in phases:
+            dst = out.reshape(c, size) if (sh, sw) == (1, 1) else np.empty((c, size), out.dtype)
+            if s == 0:
+                dst[...] = block
+                phases[phase] = dst
                 continue
-            _outside(block.reshape(c, n, h, w), u, v, pt, pl)
-            if s >= 0:
-                flat[:, s:] += block[:, : max(0, size - s)]
-            else:
-                flat[:, : max(0, size + s)] += block[:, min(size, -s):]
+            dst[...] = 0
+            phases[phase] = dst
+        dst = phases[phase]
+        if s >= 0:
+            dst[:, s:] += block[:, : max(0, size - s)]
+        else:
+            dst[:, : max(0, size + s)] += block[:, min(size, -s):]
+    if (sh, sw) != (1, 1):
+        for ru in range(sh):
+            for rv in range(sw):
+                dst = out[:, :, ru::sh, rv::sw]
+                if (ru, rv) in phases:
+                    dst[...] = phases[ru, rv].reshape(dst.shape)
+                else:
+                    dst[...] = 0
 
 
 def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
-                      kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-1 "same" convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by
-    chunk (_chunk): im2col_same, one GEMM, the bias added, all in cache.
-    Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and x as (C, N, H, W) memory (no
-    copy when x is what a convolution handed on), which backward needs."""
+                      kw: int, stride, padding) -> tuple[np.ndarray, np.ndarray]:
+    """"Same"-size convolution (conv_same_applies) of x (N, C, H, W) with w_mat (K, C·kh·kw),
+    batch chunk by chunk (_chunk): im2col_same, one GEMM straight into y, the bias added, all
+    in cache.
+    Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and x as
+    (C, N, H, W) memory (no copy when x is what a convolution handed on), which backward needs."""
+    (sh, sw), _ = _pairs(stride, padding)
     xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
     c, n, h, w = xc.shape
     k = w_mat.shape[0]
-    y = np.empty((k, n, h, w), x.dtype)
-    step = _chunk(c * kh * kw, h * w)
+    h_out, w_out = h // sh, w // sw
+    y = np.empty((k, n, h_out, w_out), x.dtype)
+    step = _chunk(c * kh * kw, h_out * w_out)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         part = y[:, n0:n1].reshape(k, -1)  # a view: each filter's rows n0:n1 are contiguous
-        np.matmul(w_mat, im2col_same(xc[:, n0:n1], kh, kw, padding), out=part)
+        np.matmul(w_mat, im2col_same(xc[:, n0:n1], kh, kw, stride, padding), out=part)
         if bias is not None:
             part += bias[:, None]
     return y.transpose(1, 0, 2, 3), xc
 
 
-def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, padding: Padding,
+def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, stride, padding,
                        input_grad: bool = True):
     """Gradients of conv_forward_same: (dW, db, dx), dx None when input_grad is False.
 
@@ -437,17 +482,18 @@ def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, paddi
     k, c, kh, kw = weight.shape
     _, n, h, w = xc.shape
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
+    h_out, w_out = dy_k.shape[2:]
     db = dy_k.reshape(k, -1).sum(axis=1)
     dw = np.zeros((k, c * kh * kw), dy.dtype)
     w_t = weight.reshape(k, -1).T
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
-    step = _chunk(c * kh * kw, h * w)
+    step = _chunk(c * kh * kw, h_out * w_out)
     for n0 in range(0, n, step):
         n1 = min(n, n0 + step)
         dy_mat = dy_k[:, n0:n1].reshape(k, -1)
-        dw += dy_mat @ im2col_same(xc[:, n0:n1], kh, kw, padding).T
+        dw += dy_mat @ im2col_same(xc[:, n0:n1], kh, kw, stride, padding).T
         if input_grad:
-            col2im_same(w_t @ dy_mat, dx[:, n0:n1], kh, kw, padding)
+            col2im_same(w_t @ dy_mat, dx[:, n0:n1], kh, kw, stride, padding)
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 

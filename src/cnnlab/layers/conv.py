@@ -80,8 +80,9 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _path(self) -> str:
         """Which kernels run this layer, all computing the same sums (tested equal):
-        - "same": stride 1 and padding that keeps the size (H_out = H, W_out = W), at least 4
-          input channels: kernels.conv_forward_same.
+        - "same": output (H/S, W/S), the size "same" padding gives, at least 4 input channels
+          and not a strided 1×1 kernel (where plain im2col is one strided copy and was faster):
+          kernels.conv_forward_same.
         - "wide": other stride-1 windows with padding ≤ F − 1, at least 4 input channels and
           output rows of 24 or more: kernels.conv_forward_wide.
         - "plain": im2col, one GEMM for the batch, col2im.
@@ -90,7 +91,8 @@ class Conv2D(WeightedMixin, WindowLayer):
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         if self.input_shape[0] < 4:
             return "plain"
-        if kernels.conv_same_applies(kh, kw, stride, pad):
+        if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
+                kh * kw > 1 or stride == (1, 1)):
             return "same"
         if kernels.conv_wide_applies(kh, kw, stride, pad) and self.win.w.out >= 24:
             return "wide"
@@ -103,8 +105,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         bias = None if self.bias is None else self.bias.data
         path = self._path()
         if path != "plain":
-            forward = kernels.conv_forward_same if path == "same" else kernels.conv_forward_wide
-            y, saved = forward(self._to_2d(x), w_mat, bias, kh, kw, pad)
+            if path == "same":
+                y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
+            else:
+                y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
             if training:
                 self._cache = (path, saved, x.shape[0])
             return self._from_2d(y)
@@ -132,9 +136,13 @@ class Conv2D(WeightedMixin, WindowLayer):
         dy = self._check_grad(dy, (n, *self.out_shape))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         if path != "cols":
-            backward = kernels.conv_backward_same if path == "same" else kernels.conv_backward_wide
             weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
-            dw, db, dx = backward(self._to_2d(dy), saved, weight, pad, input_grad)
+            if path == "same":
+                dw, db, dx = kernels.conv_backward_same(self._to_2d(dy), saved, weight, stride, pad,
+                                                        input_grad)
+            else:
+                dw, db, dx = kernels.conv_backward_wide(self._to_2d(dy), saved, weight, pad,
+                                                        input_grad)
             self.weight.grad = dw.reshape(self.weight.data.shape)
             if self.bias is not None:
                 self.bias.grad = db
