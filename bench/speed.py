@@ -6,8 +6,9 @@ efficiency, peak memory.
 Each framework runs in its own subprocess (so peak memory is its own), on the same 2 threads,
 float32, batch 128, 28×28×1 input. Times are medians over 15 steps after 3 warm-up steps.
 Printed: images/s of a training step (forward, backward, SGD-with-momentum update) and of
-inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory a training step
-adds over the model and batch (VmHWM − VmRSS after a reset) and each process's peak RSS, with
+inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory training steps
+add over the model and batch (VmHWM during the steps − VmRSS before the first, so memory an
+allocator keeps between steps counts) and each process's peak RSS, with
 the same ratio (> 1: cnnlab uses more); per layer, forward and backward milliseconds of cnnlab
 and of PyTorch (each layer run alone on its input; Residual blocks opened, "(+)" rows being the
 block's own work); and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM
@@ -58,7 +59,7 @@ def _timed(fn, steps: int = STEPS) -> float:
     return float(np.median(times))
 
 
-def worker(framework: str, net: str) -> dict:
+def worker(framework: str, net: str, layers: bool = True) -> dict:
     """Runs in a subprocess: one framework, one network; prints a JSON line."""
     import cnnlab as cl
 
@@ -94,13 +95,15 @@ def worker(framework: str, net: str) -> dict:
             net_t.eval()
             with torch.no_grad():
                 net_t(xt)
-    infer_s = _timed(infer)
-    train()
     _reset_peak()
-    base = _status("VmRSS")
+    base = _status("VmRSS")  # the model and the batch, before any step
     train_s = _timed(train)
+    step_mib = _status("VmHWM") - base  # includes what the allocator keeps between steps
+    infer_s = _timed(infer)
     result = {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s,
-              "step_mib": _status("VmHWM") - base, "peak_mib": common.peak_rss_mib()}
+              "step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
+    if not layers:
+        return result
     result["layers"] = layer_times(model, x) if framework == "cnnlab" else torch_layer_times(
         model, net_t, xt, torch)
     return result
@@ -186,9 +189,10 @@ def sgemm_gflops() -> float:
     return 2 * 2048**3 / _timed(lambda: a @ a, 5) / 1e9
 
 
-def run(framework: str, net: str) -> dict | None:
+def run(framework: str, net: str, layers: bool = True) -> dict | None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, __file__, "--worker", framework, "--nets", net],
+    command = [sys.executable, __file__, "--worker", framework, "--nets", net]
+    proc = subprocess.run(command + ([] if layers else ["--no-layers"]),
                           capture_output=True, text=True, env=env)
     if proc.returncode:
         print(f"{framework} {net} failed:\n{proc.stderr[-2000:]}")
@@ -196,14 +200,22 @@ def run(framework: str, net: str) -> dict | None:
     return json.loads(proc.stdout.splitlines()[-1])
 
 
+KEYS = (("train_ips", "train img/s"), ("infer_ips", "infer img/s"), ("step_mib", "step MiB"),
+        ("peak_mib", "peak RSS MiB"))
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--nets", nargs="+", default=["fmnist-cnn", "resnet8"])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="cnnlab and PyTorch runs, alternating, per network (default 3); "
+                             "the table shows medians, and the spread of the ratio")
     parser.add_argument("--worker", choices=["cnnlab", "torch"], help=argparse.SUPPRESS)
+    parser.add_argument("--no-layers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.nets[0])))
+        print(json.dumps(worker(args.worker, args.nets[0], not args.no_layers)))
         return
     common.limit_threads()
     print(f"BLAS: {common.blas_info()}   threads: {common.THREADS}   batch {BATCH}, float32")
@@ -211,20 +223,25 @@ def main() -> None:
     gemm = sgemm_gflops()
     print(f"NumPy sgemm 2048×2048: {gemm:.1f} GFLOP/s")
     for net in args.nets:
-        ours = run("cnnlab", net)
-        theirs = run("torch", net) if have_torch else None
-        if ours is None:
+        ours, theirs = [], []
+        for i in range(max(1, args.rounds)):  # alternating: the machine's drift hits both
+            ours.append(run("cnnlab", net, layers=i == 0))
+            theirs.append(run("torch", net, layers=i == 0) if have_torch else None)
+        if any(r is None for r in ours):
             continue
-        print(f"\n{net}")
+        print(f"\n{net}   (medians of {len(ours)} alternating runs; ratio: median [min–max])")
         print(f"{'':12}{'cnnlab':>12}{'PyTorch':>12}{'ratio':>8}")
-        for key, label in (("train_ips", "train img/s"), ("infer_ips", "infer img/s"),
-                           ("step_mib", "step MiB"), ("peak_mib", "peak RSS MiB")):
-            t = theirs[key] if theirs else float("nan")
-            print(f"{label:12}{ours[key]:12.1f}{t:12.1f}{ours[key] / t if t else float('nan'):8.2f}")
+        for key, label in KEYS:
+            mine = [r[key] for r in ours]
+            other = [r[key] if r else float("nan") for r in theirs]
+            ratios = [a / b if b else float("nan") for a, b in zip(mine, other, strict=True)]
+            spread = f"  [{min(ratios):.2f}–{max(ratios):.2f}]" if len(ratios) > 1 else ""
+            print(f"{label:12}{np.median(mine):12.1f}{np.median(other):12.1f}"
+                  f"{np.median(ratios):8.2f}{spread}")
         print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
               "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
-        torch_rows = {r["name"]: r for r in theirs["layers"]} if theirs else {}
-        for row in ours["layers"]:
+        torch_rows = {r["name"]: r for r in theirs[0]["layers"]} if theirs[0] else {}
+        for row in ours[0]["layers"]:
             text = ""
             if row["flops"]:
                 layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9

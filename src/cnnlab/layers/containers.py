@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from cnnlab import memory
 from cnnlab.core import Layer, Parameter, Shape, volume, walk
 from cnnlab.layers._window import WeightedMixin
 
@@ -128,6 +129,7 @@ class Sequential(Layer):
                 "Sequential: not built. Pass input_shape=(C, H, W) when creating it, "
                 "or call build(input_shape)."
             )
+        memory.apply_default()  # once per process: freed arrays stay for the next step
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
