@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.threads import map_chunks, num_threads, spans
+
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
 
@@ -141,6 +143,54 @@ def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding)
     return dx[:, :, pt : pt + h, pl : pl + w]
 
 
+def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int, kw: int,
+                      stride, padding) -> tuple[np.ndarray, tuple]:
+    """Any convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk (_chunk,
+    one chunk per thread at least): im2col, one GEMM straight into y, the bias added.
+    Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the chunks
+    and their columns, which backward needs."""
+    n, c = x.shape[:2]
+    h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
+    k = w_mat.shape[0]
+    y = np.empty((k, n, h_out, w_out), x.dtype)
+
+    def chunk(span):
+        n0, n1 = span
+        cols = im2col(x[n0:n1], kh, kw, stride, padding)
+        part = y[:, n0:n1].reshape(k, -1)  # a view: each filter's rows n0:n1 are contiguous
+        np.matmul(w_mat, cols, out=part)
+        if bias is not None:
+            part += bias[:, None]
+        return cols
+
+    spans = _spans(n, _chunk(c * kh * kw, h_out * w_out))
+    return y.transpose(1, 0, 2, 3), (spans, map_chunks(chunk, spans))
+
+
+def conv_backward_cols(dy: np.ndarray, saved: tuple, weight: np.ndarray, x_shape, stride, padding,
+                       input_grad: bool = True):
+    """Gradients of conv_forward_cols: (dW, db, dx), dx None when input_grad is False. Per
+    chunk dW += dY · X_colᵀ and dx = col2im(W_matᵀ · dY)."""
+    spans, cols = saved
+    k, c, kh, kw = weight.shape
+    n, _, h, w = x_shape
+    w_mat = weight.reshape(k, -1)
+    dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
+    db = dy_k.reshape(k, -1).sum(axis=1)
+    dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
+
+    def chunk(i):
+        n0, n1 = spans[i]
+        dy_mat = dy_k[:, n0:n1].reshape(k, -1)
+        if input_grad:
+            part = col2im(w_mat.T @ dy_mat, (n1 - n0, c, h, w), kh, kw, stride, padding)
+            dx[:, n0:n1] = part.transpose(1, 0, 2, 3)
+        return dy_mat @ cols[i].T
+
+    dw = _total(map_chunks(chunk, range(len(spans))))
+    return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
+
+
 # ---------------------------------------------------------------- 2×2/2 max pooling, fast path
 def _planes(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]] | None:
     """x's memory as a C-contiguous array whose last two axes are (H, W), and the axis order that
@@ -174,13 +224,23 @@ def maxpool2x2_forward(x: np.ndarray, masks: bool = False):
     found = _planes(x)
     base, order = found if found else (np.ascontiguousarray(x), (0, 1, 2, 3))
     a, b, h, w = base.shape
-    left, right = np.ascontiguousarray(base.reshape(-1, 2).T)  # two contiguous halves
-    cols = np.maximum(left, right).reshape(a * b * h // 2, 2, w // 2)  # (row pair, top/bottom, j)
-    top, bottom = cols[:, 0], cols[:, 1]
-    y = np.maximum(top, bottom).reshape(a, b, h // 2, w // 2).transpose(np.argsort(order))
-    if not masks:
-        return y
-    return y, (np.greater(right, left), np.greater(bottom, top), base.shape, order)
+    y = np.empty((a, b, h // 2, w // 2), x.dtype)
+    right = np.empty(a * b * h * w // 2, bool) if masks else None
+    bottom = np.empty((a * b * h // 2, w // 2), bool) if masks else None
+
+    def part(span):  # base[a0:a1]; cnnlab's threads split the first axis
+        a0, a1 = span
+        left, rgt = np.ascontiguousarray(base[a0:a1].reshape(-1, 2).T)  # two contiguous halves
+        cols = np.maximum(left, rgt).reshape(-1, 2, w // 2)  # (row pair, top/bottom, j)
+        top, bot = cols[:, 0], cols[:, 1]
+        np.maximum(top, bot, out=y[a0:a1].reshape(-1, w // 2))
+        if masks:
+            np.greater(rgt, left, out=right[a0 * b * h * w // 2 : a1 * b * h * w // 2])
+            np.greater(bot, top, out=bottom[a0 * b * h // 2 : a1 * b * h // 2])
+
+    map_chunks(part, spans(a, base.size))
+    y = y.transpose(np.argsort(order))
+    return (y, (right, bottom, base.shape, order)) if masks else y
 
 
 def maxpool2x2_backward(dy: np.ndarray, masks) -> np.ndarray:
@@ -188,13 +248,21 @@ def maxpool2x2_backward(dy: np.ndarray, masks) -> np.ndarray:
     right, bottom, shape, order = masks
     a, b, h, w = shape
     d = dy.transpose(order).reshape(a * b * h // 2, w // 2)  # a copy only if dy's layout differs
-    dcols = np.empty((a * b * h // 2, 2, w // 2), dy.dtype)
-    np.multiply(d, ~bottom, out=dcols[:, 0])  # ×0 or ×1: exact
-    np.multiply(d, bottom, out=dcols[:, 1])
-    dcols = dcols.reshape(-1)
     dx = np.empty(a * b * h * w, dy.dtype)
-    np.multiply(dcols, ~right, out=dx[0::2])  # straight into the interleaved result
-    np.multiply(dcols, right, out=dx[1::2])
+
+    def part(span):
+        a0, a1 = span
+        r0, r1 = a0 * b * h // 2, a1 * b * h // 2
+        rows, down = d[r0:r1], bottom[r0:r1]
+        dcols = np.empty((r1 - r0, 2, w // 2), dy.dtype)
+        np.multiply(rows, ~down, out=dcols[:, 0])  # ×0 or ×1: exact
+        np.multiply(rows, down, out=dcols[:, 1])
+        dcols = dcols.reshape(-1)
+        seg, rgt = dx[2 * r0 * w : 2 * r1 * w], right[r0 * w : r1 * w]
+        np.multiply(dcols, ~rgt, out=seg[0::2])  # straight into the interleaved result
+        np.multiply(dcols, rgt, out=seg[1::2])
+
+    map_chunks(part, spans(a, dx.size))
     return dx.reshape(shape).transpose(np.argsort(order))
 
 
@@ -242,9 +310,26 @@ def _chunk(rows: int, per_sample: int) -> int:
     """Samples per im2col chunk: about 2²⁰ column entries (4 MiB in float32), so a step never
     holds the whole batch's columns and a chunk is still in cache (L3 here) when the GEMM reads
     it. Measured on a ResNet-8 training step (bench/speed.py's machine): 2¹⁸ entries 408 ms,
-    2¹⁹ 383, 2²⁰ 393, 2²² 381, whole batch 441. Not smaller: every chunk is a BLAS call, and
-    many small calls are slow when another process competes for the cores."""
+    2¹⁹ 383, 2²⁰ 393, 2²² 381, whole batch 441; and for the "same" path's layers, forward +
+    backward, 2¹⁹–2²¹ within 10% of each other, 2¹⁸ and 2²² slower. Not smaller: every chunk is
+    a BLAS call, and many small calls are slow when another process competes for the cores."""
     return max(1, (1 << 20) // max(1, rows * per_sample))
+
+
+def _spans(n: int, step: int) -> list[tuple[int, int]]:
+    """The batch's chunks (n0, n1) of at most `step` samples, and at least one per cnnlab
+    thread when the batch allows, so that every thread gets work (cnnlab.threads)."""
+    step = max(1, min(step, -(-n // num_threads())))
+    return [(n0, min(n, n0 + step)) for n0 in range(0, n, step)]
+
+
+def _total(parts: list[np.ndarray]) -> np.ndarray:
+    """The chunks' partial weight gradients added in chunk order: the same sum, bit for bit,
+    whatever the number of threads."""
+    out = parts[0].copy()
+    for part in parts[1:]:
+        out += part
+    return out
 
 
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
@@ -260,11 +345,13 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
     h_out, w_out = hp - kh, wp - kw + 1
     y = np.empty((k, n, h_out, w_out), x.dtype)
     shift = np.zeros((k, 1, 1, 1), x.dtype) if bias is None else bias.reshape(k, 1, 1, 1)
-    step = _chunk(c * kh * kw, h_out * wp)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+
+    def chunk(span):
+        n0, n1 = span
         part = (w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)).reshape(k, n1 - n0, h_out, wp)
         np.add(part[..., :w_out], shift, out=y[:, n0:n1])  # junk dropped, bias added, in cache
+
+    map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * wp)))
     return y.transpose(1, 0, 2, 3), xp
 
 
@@ -295,17 +382,16 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
     by_col2im = input_grad and dx_by == "col2im"
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     db = dy_k.reshape(k, -1).sum(axis=1)
-    dw = np.zeros((k, c * kh * kw), dy.dtype)
     w_t = weight.reshape(k, -1).T if by_col2im else None
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
     run = h_out * wp
-    step = _chunk(c * kh * kw, run)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+
+    def chunk(span):
+        n0, n1 = span
         dy_wide = np.zeros((k, n1 - n0, h_out, wp), dy.dtype)  # zeros face the junk columns
         dy_wide[..., :w_out] = dy_k[:, n0:n1]
         dy_mat = dy_wide.reshape(k, -1)
-        dw += dy_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1).T
+        part = dy_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1).T
         if by_col2im:
             blocks = (w_t @ dy_mat).reshape(c, kh, kw, n1 - n0, run)
             planes = np.zeros((c, n1 - n0, hp * wp), dy.dtype)
@@ -313,17 +399,22 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
                 for v in range(kw):
                     planes[:, :, u * wp + v : u * wp + v + run] += blocks[:, u, v]
             dx[:, n0:n1] = planes.reshape(c, n1 - n0, hp, wp)[:, :, pt : pt + h, pl : pl + w]
+        return part
+
+    dw = _total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, run))))
     if not input_grad:
         return dw.reshape(weight.shape), db, None
     if not by_col2im:
         dyp = wide_planes(dy, ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
         wq = dyp.shape[3]
         flipped = np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(c, -1)
-        step = _chunk(k * kh * kw, h * wq)
-        for n0 in range(0, n, step):
-            n1 = min(n, n0 + step)
+
+        def flip_chunk(span):
+            n0, n1 = span
             part = flipped @ im2col_wide(dyp, kh, kw, h, n0, n1)
             dx[:, n0:n1] = part.reshape(c, n1 - n0, h, wq)[..., :w]
+
+        map_chunks(flip_chunk, _spans(n, _chunk(k * kh * kw, h * wq)))
     return dw.reshape(weight.shape), db, dx.transpose(1, 0, 2, 3)
 
 
@@ -463,13 +554,15 @@ def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
     k = w_mat.shape[0]
     h_out, w_out = h // sh, w // sw
     y = np.empty((k, n, h_out, w_out), x.dtype)
-    step = _chunk(c * kh * kw, h_out * w_out)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+
+    def chunk(span):
+        n0, n1 = span
         part = y[:, n0:n1].reshape(k, -1)  # a view: each filter's rows n0:n1 are contiguous
         np.matmul(w_mat, im2col_same(xc[:, n0:n1], kh, kw, stride, padding), out=part)
         if bias is not None:
             part += bias[:, None]
+
+    map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * w_out)))
     return y.transpose(1, 0, 2, 3), xc
 
 
@@ -484,16 +577,18 @@ def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, strid
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     h_out, w_out = dy_k.shape[2:]
     db = dy_k.reshape(k, -1).sum(axis=1)
-    dw = np.zeros((k, c * kh * kw), dy.dtype)
     w_t = weight.reshape(k, -1).T
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
-    step = _chunk(c * kh * kw, h_out * w_out)
-    for n0 in range(0, n, step):
-        n1 = min(n, n0 + step)
+
+    def chunk(span):
+        n0, n1 = span
         dy_mat = dy_k[:, n0:n1].reshape(k, -1)
-        dw += dy_mat @ im2col_same(xc[:, n0:n1], kh, kw, stride, padding).T
+        part = dy_mat @ im2col_same(xc[:, n0:n1], kh, kw, stride, padding).T
         if input_grad:
             col2im_same(w_t @ dy_mat, dx[:, n0:n1], kh, kw, stride, padding)
+        return part
+
+    dw = _total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * w_out))))
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 

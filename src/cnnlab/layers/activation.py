@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.layers._window import positive_int
 
@@ -74,14 +75,17 @@ class ReLU(_Elementwise):
     preferred_init = "he"
 
     def forward(self, x, *, training=False):
-        y = np.maximum(self._check_input(x), 0)
+        x = self._check_input(x)
+        y = threads.elementwise(lambda out, a: np.maximum(a, 0, out=out), x, x)
         if training:
             self._cache = y
         return y
 
     def backward(self, dy):
         y = self._take_cache()
-        return self._check_dy(dy, y) * (y > 0)  # a multiply by the mask: faster than np.where
+        dy = self._check_dy(dy, y)
+        # a multiply by the mask: faster than np.where
+        return threads.elementwise(lambda out, d, a: np.multiply(d, a > 0, out=out), dy, dy, y)
 
 
 class LeakyReLU(_Elementwise):

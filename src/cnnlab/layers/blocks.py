@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError, volume
 from cnnlab.layers.activation import sigmoid
 from cnnlab.layers.containers import Sequential
@@ -35,6 +36,10 @@ def chain(layers: Layer | Iterable[Layer], name: str, owner: str) -> Sequential:
         raise ValueError(f"{owner}: {name} is empty; give it at least one layer.")
     branch.name, branch.index = name, None
     return branch
+
+
+def _add(out, a, b):
+    np.add(a, b, out=out)
 
 
 class _Block(Layer):
@@ -120,13 +125,13 @@ class Residual(_Block):
         s = x if self.shortcut is None else self.shortcut.forward(x, training=training)
         if training:
             self._cache = x.shape[0]
-        return y + s
+        return threads.elementwise(_add, y, y, s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         n = self._take_cache()
         dy = self._check_grad(dy, (n, *self.out_shape))
         dx = self.branch.backward(dy)
-        return dx + (dy if self.shortcut is None else self.shortcut.backward(dy))
+        return threads.elementwise(_add, dx, dx, dy if self.shortcut is None else self.shortcut.backward(dy))
 
     def arithmetic(self, input_shape: Shape) -> str:
         short = "x" if self.shortcut is None else "P(x)"

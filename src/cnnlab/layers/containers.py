@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab import memory
+from cnnlab import memory, threads
 from cnnlab.core import Layer, Parameter, Shape, volume, walk
 from cnnlab.layers._window import WeightedMixin
 
@@ -130,8 +130,9 @@ class Sequential(Layer):
                 "or call build(input_shape)."
             )
         memory.apply_default()  # once per process: freed arrays stay for the next step
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        with threads.single_blas():  # cnnlab's threads split the work (cnnlab.threads)
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
         return x
 
     def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
@@ -144,12 +145,13 @@ class Sequential(Layer):
             layers = layers[first:]
             for layer in self.layers[:first]:
                 layer._cache = None
-        for i, layer in enumerate(reversed(layers)):
-            params_only = getattr(layer, "backward_params", None)
-            if not input_grad and i == len(layers) - 1 and params_only is not None:
-                params_only(dy)  # the gradient below the first layer is not wanted
-                return None
-            dy = layer.backward(dy)
+        with threads.single_blas():
+            for i, layer in enumerate(reversed(layers)):
+                params_only = getattr(layer, "backward_params", None)
+                if not input_grad and i == len(layers) - 1 and params_only is not None:
+                    params_only(dy)  # the gradient below the first layer is not wanted
+                    return None
+                dy = layer.backward(dy)
         return dy if input_grad else None
 
     # -------------------------------------------------------- transfer learning

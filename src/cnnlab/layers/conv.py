@@ -7,7 +7,6 @@ import numpy as np
 from cnnlab import kernels
 from cnnlab.core import Parameter, Shape
 from cnnlab.init import initialize
-from cnnlab.kernels import col2im, im2col
 from cnnlab.layers._window import WeightedMixin, WindowLayer, positive_int
 from cnnlab.shapes import param_formula
 
@@ -104,24 +103,16 @@ class Conv2D(WeightedMixin, WindowLayer):
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
         path = self._path()
-        if path != "plain":
-            if path == "same":
-                y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
-            else:
-                y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
-            if training:
-                self._cache = (path, saved, x.shape[0])
-            return self._from_2d(y)
-        x_col = im2col(self._to_2d(x), kh, kw, stride, pad)
-        y_mat = w_mat @ x_col
-        if bias is not None:
-            y_mat += bias[:, None]
-        h_out, w_out = self.win.out
-        # an (N, K, H, W) view of (K, N, H, W) memory: no copy, and the next convolution's
-        # im2col finds its (C, N, H, W) input already contiguous
-        y = y_mat.reshape(self.filters, x.shape[0], h_out, w_out).transpose(1, 0, 2, 3)
+        if path == "same":
+            y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
+        elif path == "wide":
+            y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
+        else:
+            y, saved = kernels.conv_forward_cols(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
         if training:
-            self._cache = ("cols", x_col, x.shape[0])
+            self._cache = (path, saved, x.shape[0])
+        # y is an (N, K, H, W) view of (K, N, H, W) memory: the next convolution's im2col finds
+        # its (C, N, H, W) input already contiguous
         return self._from_2d(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -133,30 +124,21 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
         path, saved, n = self._take_cache()
-        dy = self._check_grad(dy, (n, *self.out_shape))
+        dy = self._to_2d(self._check_grad(dy, (n, *self.out_shape)))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        if path != "cols":
-            weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
-            if path == "same":
-                dw, db, dx = kernels.conv_backward_same(self._to_2d(dy), saved, weight, stride, pad,
-                                                        input_grad)
-            else:
-                dw, db, dx = kernels.conv_backward_wide(self._to_2d(dy), saved, weight, pad,
-                                                        input_grad)
-            self.weight.grad = dw.reshape(self.weight.data.shape)
-            if self.bias is not None:
-                self.bias.grad = db
-            return None if dx is None else self._from_2d(dx)
-        x_col = saved
-        dy_mat = self._to_2d(dy).transpose(1, 0, 2, 3).reshape(self.filters, -1)
-        w_mat = self.weight.data.reshape(self.filters, -1)
-        self.weight.grad = (dy_mat @ x_col.T).reshape(self.weight.data.shape)
+        weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
+        if path == "same":
+            dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, input_grad)
+        elif path == "wide":
+            dw, db, dx = kernels.conv_backward_wide(dy, saved, weight, pad, input_grad)
+        else:
+            x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
+            dw, db, dx = kernels.conv_backward_cols(dy, saved, weight, x_shape, stride, pad,
+                                                    input_grad)
+        self.weight.grad = dw.reshape(self.weight.data.shape)
         if self.bias is not None:
-            self.bias.grad = dy_mat.sum(axis=1)
-        if not input_grad:
-            return None
-        x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
-        return self._from_2d(col2im(w_mat.T @ dy_mat, x_shape, kh, kw, stride, pad))
+            self.bias.grad = db
+        return None if dx is None else self._from_2d(dx)
 
     # ------------------------------------------------------------- the lecture
     def _requires(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.init import initialize
 from cnnlab.layers._window import WeightedMixin, positive_int
@@ -57,7 +58,7 @@ class Dense(WeightedMixin, Layer):
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
-        y = x @ self.weight.data.T
+        y = threads.matmul(x, self.weight.data.T)
         if self.bias is not None:
             y += self.bias.data
         if training:
@@ -67,10 +68,10 @@ class Dense(WeightedMixin, Layer):
     def backward(self, dy: np.ndarray) -> np.ndarray:
         x = self._take_cache()
         dy = self._check_grad(dy, (x.shape[0], self.units))
-        self.weight.grad = dy.T @ x
+        self.weight.grad = threads.matmul_tn(dy, x)
         if self.bias is not None:
             self.bias.grad = dy.sum(axis=0)
-        return dy @ self.weight.data
+        return threads.matmul(dy, self.weight.data)
 
     def macs(self, input_shape: Shape) -> int:
         """D_in·units: one product per weight."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 
 
@@ -113,19 +114,26 @@ class _BatchNorm(Layer):
                 f"the batch variance. Received: x.shape={x.shape} ({m} value per channel). Use a "
                 "batch of 2 or more samples, or forward(x, training=False) for inference."
             )
-        mean = rows.mean(axis=1, keepdims=True)
-        x_hat = rows - mean  # centred now, normalised in place below
-        var = np.einsum("cm,cm->c", x_hat, x_hat)[:, None] / x_hat.dtype.type(m)  # biased
-        inv_std = 1 / np.sqrt(var + self.eps)
-        x_hat *= inv_std
+        x_hat, y = np.empty_like(rows), np.empty_like(rows)
+        mean, var, inv_std = (np.empty((rows.shape[0], 1), rows.dtype) for _ in range(3))
+
+        def channels(span):  # the channels lo:hi; cnnlab's threads split the channels
+            lo, hi = span
+            mean[lo:hi] = rows[lo:hi].mean(axis=1, keepdims=True)
+            xh = np.subtract(rows[lo:hi], mean[lo:hi], out=x_hat[lo:hi])  # normalised below
+            var[lo:hi, 0] = np.einsum("cm,cm->c", xh, xh) / xh.dtype.type(m)  # biased
+            inv_std[lo:hi] = 1 / np.sqrt(var[lo:hi] + self.eps)
+            xh *= inv_std[lo:hi]
+            np.multiply(xh, gamma[lo:hi], out=y[lo:hi])
+            y[lo:hi] += beta[lo:hi]
+
+        threads.map_chunks(channels, threads.row_spans(rows))
         # in place: the buffers stay the arrays that buffers() handed out
         self.running_mean *= 1 - self.momentum
         self.running_mean += self.momentum * mean.reshape(-1)
         self.running_var *= 1 - self.momentum
         self.running_var += self.momentum * var.reshape(-1) * (m / (m - 1))
         self._cache = (x_hat, inv_std, restore)
-        y = x_hat * gamma
-        y += beta
         return restore(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -133,15 +141,24 @@ class _BatchNorm(Layer):
         dy = self._check_grad(dy, restore(x_hat).shape)
         dy_rows, _ = _channel_rows(dy)
         m = x_hat.shape[1]
-        dbeta = dy_rows.sum(axis=1)
-        dgamma = np.einsum("cm,cm->c", dy_rows, x_hat)
+        dbeta = np.empty(x_hat.shape[0], dy_rows.dtype)
+        dgamma = np.empty(x_hat.shape[0], np.result_type(dy_rows, x_hat))
+        dx = np.empty(x_hat.shape, np.result_type(dy_rows, x_hat))
+
+        def channels(span):
+            lo, hi = span
+            d, xh = dy_rows[lo:hi], x_hat[lo:hi]
+            dbeta[lo:hi] = d.sum(axis=1)
+            dgamma[lo:hi] = np.einsum("cm,cm->c", d, xh)
+            # dx = (γ/σ)/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), as three passes over (C, M) rows
+            k = (self.weight.data[lo:hi] * inv_std[lo:hi, 0])[:, None]
+            out = np.multiply(xh, -k * dgamma[lo:hi, None] / m, out=dx[lo:hi])
+            out += d * k
+            out += -k * dbeta[lo:hi, None] / m
+
+        threads.map_chunks(channels, threads.row_spans(x_hat))
         self.weight.grad = dgamma
         self.bias.grad = dbeta
-        # dx = (γ/σ)/M · (M·dy − Σdy − x̂·Σ(dy·x̂)), as three passes over (C, M) rows
-        k = (self.weight.data * inv_std[:, 0])[:, None]
-        dx = x_hat * (-k * dgamma[:, None] / m)
-        dx += dy_rows * k
-        dx += -k * dbeta[:, None] / m
         return restore(dx)
 
     def arithmetic(self, input_shape: Shape) -> str:
