@@ -238,6 +238,11 @@ def main() -> None:
             spread = f"  [{min(ratios):.2f}–{max(ratios):.2f}]" if len(ratios) > 1 else ""
             print(f"{label:12}{np.median(mine):12.1f}{np.median(other):12.1f}"
                   f"{np.median(ratios):8.2f}{spread}")
+        if len(ours) > 1:
+            for key, label in KEYS[:2]:
+                runs = "  ".join(f"{a[key]:.0f}/{b[key] if b else float('nan'):.0f}"
+                                 for a, b in zip(ours, theirs, strict=True))
+                print(f"  {label} per run, cnnlab/PyTorch: {runs}")
         print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
               "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
         torch_rows = {r["name"]: r for r in theirs[0]["layers"]} if theirs[0] else {}

@@ -317,9 +317,12 @@ def _chunk(rows: int, per_sample: int) -> int:
 
 
 def _spans(n: int, step: int) -> list[tuple[int, int]]:
-    """The batch's chunks (n0, n1) of at most `step` samples, and at least one per cnnlab
-    thread when the batch allows, so that every thread gets work (cnnlab.threads)."""
-    step = max(1, min(step, -(-n // num_threads())))
+    """The batch's chunks (n0, n1) of at most `step` samples, as many as a multiple of cnnlab's
+    threads and of equal size (±1), so that the threads get equal work (cnnlab.threads): 128
+    samples at step 37 on 2 threads make 4 chunks of 32, not 37, 37, 37 and 17."""
+    threads = num_threads()
+    count = -(-max(1, -(-n // max(1, step))) // threads) * threads
+    step = max(1, -(-n // count))
     return [(n0, min(n, n0 + step)) for n0 in range(0, n, step)]
 
 
