@@ -257,6 +257,9 @@ def test_same_fast_conv_equals_im2col_and_col2im(kh, kw, stride, padding, n, k, 
     no_dx = conv_backward_same(dy, xc, weight, stride, padding, input_grad=False)
     assert no_dx[2] is None
     np.testing.assert_array_equal(no_dx[0], dw)
+    no_db = conv_backward_same(dy, xc, weight, stride, padding, bias_grad=False)
+    assert no_db[1] is None
+    np.testing.assert_array_equal(no_db[2], dx)
 
 
 @pytest.mark.parametrize("size, kh, stride, padding", [

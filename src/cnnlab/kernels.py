@@ -168,15 +168,15 @@ def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
 
 
 def conv_backward_cols(dy: np.ndarray, saved: tuple, weight: np.ndarray, x_shape, stride, padding,
-                       input_grad: bool = True):
-    """Gradients of conv_forward_cols: (dW, db, dx), dx None when input_grad is False. Per
-    chunk dW += dY · X_colᵀ and dx = col2im(W_matᵀ · dY)."""
+                       input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv_forward_cols: (dW, db, dx), dx None when input_grad is False and db
+    None when bias_grad is False. Per chunk dW += dY · X_colᵀ and dx = col2im(W_matᵀ · dY)."""
     spans, cols = saved
     k, c, kh, kw = weight.shape
     n, _, h, w = x_shape
     w_mat = weight.reshape(k, -1)
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
-    db = dy_k.reshape(k, -1).sum(axis=1)
+    db = dy_k.reshape(k, -1).sum(axis=1) if bias_grad else None  # a pass over dy: only if wanted
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
 
     def chunk(i):
@@ -359,8 +359,9 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
 
 
 def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, padding: Padding,
-                       input_grad: bool = True, dx_by: str | None = None):
-    """Gradients of conv_forward_wide: (dW, db, dx), dx None when input_grad is False.
+                       input_grad: bool = True, dx_by: str | None = None, bias_grad: bool = True):
+    """Gradients of conv_forward_wide: (dW, db, dx), dx None when input_grad is False and db
+    None when bias_grad is False.
 
     dW = dY · X_colᵀ summed over chunks, X_col recomputed chunk by chunk from the padded input
     (in cache, so about as fast as keeping it, and far lighter); dy is laid out over whole
@@ -384,7 +385,7 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
         raise ValueError(f"conv_backward_wide: dx_by must be 'col2im', 'flip' or None. Received: {dx_by!r}")
     by_col2im = input_grad and dx_by == "col2im"
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
-    db = dy_k.reshape(k, -1).sum(axis=1)
+    db = dy_k.reshape(k, -1).sum(axis=1) if bias_grad else None  # a pass over dy: only if wanted
     w_t = weight.reshape(k, -1).T if by_col2im else None
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
     run = h_out * wp
@@ -570,8 +571,9 @@ def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
 
 
 def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, stride, padding,
-                       input_grad: bool = True):
-    """Gradients of conv_forward_same: (dW, db, dx), dx None when input_grad is False.
+                       input_grad: bool = True, bias_grad: bool = True):
+    """Gradients of conv_forward_same: (dW, db, dx), dx None when input_grad is False and db
+    None when bias_grad is False.
 
     Chunk by chunk: X_col recomputed from xc (in cache, so about as fast as keeping it, and far
     lighter), dW += dY · X_colᵀ, and dx by col2im_same of W_matᵀ · dY straight into dx."""
@@ -579,7 +581,7 @@ def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, strid
     _, n, h, w = xc.shape
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     h_out, w_out = dy_k.shape[2:]
-    db = dy_k.reshape(k, -1).sum(axis=1)
+    db = dy_k.reshape(k, -1).sum(axis=1) if bias_grad else None  # a pass over dy: only if wanted
     w_t = weight.reshape(k, -1).T
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
 

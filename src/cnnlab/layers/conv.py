@@ -127,14 +127,14 @@ class Conv2D(WeightedMixin, WindowLayer):
         dy = self._to_2d(self._check_grad(dy, (n, *self.out_shape)))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
+        flags = {"input_grad": input_grad, "bias_grad": self.bias is not None}
         if path == "same":
-            dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, input_grad)
+            dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, **flags)
         elif path == "wide":
-            dw, db, dx = kernels.conv_backward_wide(dy, saved, weight, pad, input_grad)
+            dw, db, dx = kernels.conv_backward_wide(dy, saved, weight, pad, **flags)
         else:
             x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
-            dw, db, dx = kernels.conv_backward_cols(dy, saved, weight, x_shape, stride, pad,
-                                                    input_grad)
+            dw, db, dx = kernels.conv_backward_cols(dy, saved, weight, x_shape, stride, pad, **flags)
         self.weight.grad = dw.reshape(self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad = db
