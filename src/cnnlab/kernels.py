@@ -493,13 +493,14 @@ def im2col_same(xc: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray
     cols = np.empty((c, kh, kw, size), xc.dtype)
     for u, (ru, qu) in enumerate(rows):
         for v, (rv, qv) in enumerate(cols_):
+            # the |s| entries at an end that the run leaves unwritten all have their pixel in
+            # the padding (past the last plane's last row, or before the first's first), so
+            # _outside zeroes them with the rest
             s, src, block = qu * w_out + qv, phases[ru, rv], cols[:, u, v]
             if s >= 0:
                 block[:, : max(0, size - s)] = src[:, s:]
-                block[:, max(0, size - s):] = 0
             else:
                 block[:, min(size, -s):] = src[:, : max(0, size + s)]
-                block[:, : min(size, -s)] = 0
     _outside(cols.reshape(c, kh, kw, n, h_out, w_out), [q for _, q in rows], [q for _, q in cols_])
     return cols.reshape(c * kh * kw, size)
 
