@@ -86,7 +86,7 @@ def test_two_threads_give_the_one_thread_results(layer, shape, rng, two_threads)
         model = cl.Sequential([layer()], input_shape=shape)
         y = model.forward(x, training=True)
         dx = model.backward(np.cos(y))
-        return [y, dx, *(p.grad for p in model.parameters().values())]
+        return [y, dx, model.forward(x), *(p.grad for p in model.parameters().values())]
 
     one, two = on_threads(1, run), on_threads(2, run)
     for a, b in zip(one, two, strict=True):

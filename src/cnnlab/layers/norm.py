@@ -102,9 +102,15 @@ class _BatchNorm(Layer):
         gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         if not training:
             scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
-            y = rows - self.running_mean[:, None]
-            y *= scale
-            y += beta
+            mean, y = self.running_mean[:, None], np.empty_like(rows)
+
+            def normalise(span):  # the channels lo:hi; cnnlab's threads split the channels
+                lo, hi = span
+                np.subtract(rows[lo:hi], mean[lo:hi], out=y[lo:hi])
+                y[lo:hi] *= scale[lo:hi]
+                y[lo:hi] += beta[lo:hi]
+
+            threads.map_chunks(normalise, threads.row_spans(rows))
             return restore(y)
 
         m = rows.shape[1]
