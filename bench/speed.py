@@ -4,15 +4,18 @@ efficiency, peak memory.
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/speed.py [--nets fmnist-cnn resnet8]
 
 Each framework runs in its own subprocess (so peak memory is its own), on the same 2 threads,
-float32, batch 128, 28×28×1 input. Times are medians over 15 steps after 3 warm-up steps.
-Printed: images/s of a training step (forward, backward, SGD-with-momentum update) and of
-inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory training steps
+float32, batch 128, 28×28×1 input. The two processes live side by side and take turns (the one
+waiting sleeps): per round, 3 training steps of cnnlab then 3 of PyTorch, 15 rounds after 3
+warm-up steps each, then the same for inference. A round's figures are a few seconds apart, so
+the drift of a shared machine hits both; the ratio is taken per round and its median and range
+printed. Printed: images/s of a training step (forward, backward, SGD-with-momentum update) and
+of inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory training steps
 add over the model and batch (VmHWM during the steps − VmRSS before the first, so memory an
-allocator keeps between steps counts) and each process's peak RSS, with
-the same ratio (> 1: cnnlab uses more); per layer, forward and backward milliseconds of cnnlab
-and of PyTorch (each layer run alone on its input; Residual blocks opened, "(+)" rows being the
-block's own work); and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM
-alone) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same run.
+allocator keeps between steps counts) and each process's peak RSS, with the same ratio (> 1:
+cnnlab uses more); per layer, forward and backward milliseconds of cnnlab and of PyTorch (each
+layer run alone on its input; Residual blocks opened, "(+)" rows being the block's own work);
+and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM alone) against the
+sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
 BATCH, STEPS, WARMUP = 128, 15, 3
+STEPS_PER_TURN, PAUSE = 3, 0.3
 
 
 def _status(key: str) -> float:
@@ -59,8 +63,11 @@ def _timed(fn, steps: int = STEPS) -> float:
     return float(np.median(times))
 
 
-def worker(framework: str, net: str, layers: bool = True) -> dict:
-    """Runs in a subprocess: one framework, one network; prints a JSON line."""
+def serve(framework: str, net: str) -> None:
+    """Runs in a subprocess: one framework, one network. Reads commands on stdin and answers
+    each with a JSON line: "train K" and "infer K" time K steps (a list of seconds); "done"
+    reports memory and per-layer times and ends. Between commands the process sleeps on its
+    read, so the other framework's process has the cores to itself."""
     import cnnlab as cl
 
     common.limit_threads()
@@ -97,16 +104,24 @@ def worker(framework: str, net: str, layers: bool = True) -> dict:
                 net_t(xt)
     _reset_peak()
     base = _status("VmRSS")  # the model and the batch, before any step
-    train_s = _timed(train)
-    step_mib = _status("VmHWM") - base  # includes what the allocator keeps between steps
-    infer_s = _timed(infer)
-    result = {"train_ips": BATCH / train_s, "infer_ips": BATCH / infer_s,
-              "step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
-    if not layers:
-        return result
+    step_mib = 0.0
+    for line in sys.stdin:
+        command, *arg = line.split()
+        if command == "done":
+            break
+        fn = train if command == "train" else infer
+        times = []
+        for _ in range(int(arg[0])):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        if command == "train":  # memory training steps add, before any inference
+            step_mib = max(step_mib, _status("VmHWM") - base)
+        print(json.dumps(times), flush=True)
+    result = {"step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
     result["layers"] = layer_times(model, x) if framework == "cnnlab" else torch_layer_times(
         model, net_t, xt, torch)
-    return result
+    print(json.dumps(result), flush=True)
 
 
 def _per_layer(model, x, time_one, twin=None) -> list:
@@ -189,15 +204,48 @@ def sgemm_gflops() -> float:
     return 2 * 2048**3 / _timed(lambda: a @ a, 5) / 1e9
 
 
-def run(framework: str, net: str, layers: bool = True) -> dict | None:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    command = [sys.executable, __file__, "--worker", framework, "--nets", net]
-    proc = subprocess.run(command + ([] if layers else ["--no-layers"]),
-                          capture_output=True, text=True, env=env)
-    if proc.returncode:
-        print(f"{framework} {net} failed:\n{proc.stderr[-2000:]}")
-        return None
-    return json.loads(proc.stdout.splitlines()[-1])
+class Worker:
+    """A serve() subprocess and the commands it answers."""
+
+    def __init__(self, framework: str, net: str):
+        self.name = framework
+        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--worker", framework, "--nets", net],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def ask(self, command: str):
+        time.sleep(PAUSE)  # the other process's idle threads stop spinning first
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name} worker failed (exit {self.proc.wait()})")
+        return json.loads(line)
+
+
+def lockstep(net: str, rounds: int, have_torch: bool) -> tuple[dict, dict | None]:
+    """Both frameworks' workers alive at once, taking turns: per round, STEPS_PER_TURN training
+    steps of one, then of the other, then the same for inference. A round's two figures are
+    seconds apart, so a change in the machine's speed hits both; a round gives one ratio."""
+    workers = [Worker("cnnlab", net)] + ([Worker("torch", net)] if have_torch else [])
+    try:
+        for w in workers:
+            w.ask(f"train {WARMUP}")
+            w.ask(f"infer {WARMUP}")
+        runs = {w.name: {"train_ips": [], "infer_ips": []} for w in workers}
+        for kind in ("train", "infer"):
+            for _ in range(rounds):
+                for w in workers:
+                    runs[w.name][f"{kind}_ips"].append(
+                        BATCH / float(np.median(w.ask(f"{kind} {STEPS_PER_TURN}"))))
+        results = []
+        for w in workers:
+            done = w.ask("done")
+            results.append({**runs[w.name], **done})
+    finally:
+        for w in workers:
+            w.proc.kill()
+    return results[0], results[1] if have_torch else None
 
 
 KEYS = (("train_ips", "train img/s"), ("infer_ips", "infer img/s"), ("step_mib", "step MiB"),
@@ -208,14 +256,13 @@ def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
     parser.add_argument("--nets", nargs="+", default=["fmnist-cnn", "resnet8"])
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="cnnlab and PyTorch runs, alternating, per network (default 3); "
-                             "the table shows medians, and the spread of the ratio")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="rounds of the two frameworks taking turns (default 15); the table "
+                             "shows medians, and the spread of the per-round ratio")
     parser.add_argument("--worker", choices=["cnnlab", "torch"], help=argparse.SUPPRESS)
-    parser.add_argument("--no-layers", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.nets[0], not args.no_layers)))
+        serve(args.worker, args.nets[0])
         return
     common.limit_threads()
     print(f"BLAS: {common.blas_info()}   threads: {common.THREADS}   batch {BATCH}, float32")
@@ -223,30 +270,21 @@ def main() -> None:
     gemm = sgemm_gflops()
     print(f"NumPy sgemm 2048×2048: {gemm:.1f} GFLOP/s")
     for net in args.nets:
-        ours, theirs = [], []
-        for i in range(max(1, args.rounds)):  # alternating: the machine's drift hits both
-            ours.append(run("cnnlab", net, layers=i == 0))
-            theirs.append(run("torch", net, layers=i == 0) if have_torch else None)
-        if any(r is None for r in ours):
-            continue
-        print(f"\n{net}   (medians of {len(ours)} alternating runs; ratio: median [min–max])")
+        ours, theirs = lockstep(net, max(1, args.rounds), have_torch)
+        print(f"\n{net}   (per round: {STEPS_PER_TURN} steps of each framework in turn, their median; "
+              f"{len(ours['train_ips'])} rounds; ratio: median [min–max] over rounds)")
         print(f"{'':12}{'cnnlab':>12}{'PyTorch':>12}{'ratio':>8}")
         for key, label in KEYS:
-            mine = [r[key] for r in ours]
-            other = [r[key] if r else float("nan") for r in theirs]
-            ratios = [a / b if b else float("nan") for a, b in zip(mine, other, strict=True)]
-            spread = f"  [{min(ratios):.2f}–{max(ratios):.2f}]" if len(ratios) > 1 else ""
+            mine = np.atleast_1d(ours[key])
+            other = np.atleast_1d(theirs[key]) if theirs else np.full(mine.shape, np.nan)
+            ratios = mine / other
+            spread = f"  [{ratios.min():.2f}–{ratios.max():.2f}]" if len(ratios) > 1 else ""
             print(f"{label:12}{np.median(mine):12.1f}{np.median(other):12.1f}"
                   f"{np.median(ratios):8.2f}{spread}")
-        if len(ours) > 1:
-            for key, label in KEYS[:2]:
-                runs = "  ".join(f"{a[key]:.0f}/{b[key] if b else float('nan'):.0f}"
-                                 for a, b in zip(ours, theirs, strict=True))
-                print(f"  {label} per run, cnnlab/PyTorch: {runs}")
         print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
               "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
-        torch_rows = {r["name"]: r for r in theirs[0]["layers"]} if theirs[0] else {}
-        for row in ours[0]["layers"]:
+        torch_rows = {r["name"]: r for r in theirs["layers"]} if theirs else {}
+        for row in ours["layers"]:
             text = ""
             if row["flops"]:
                 layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
