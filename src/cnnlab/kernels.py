@@ -145,8 +145,8 @@ def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding)
 
 def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int, kw: int,
                       stride, padding) -> tuple[np.ndarray, tuple]:
-    """Any convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk (_chunk,
-    one chunk per thread at least): im2col, one GEMM straight into y, the bias added.
+    """Any convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk (_spans,
+    split over cnnlab's threads): im2col, one GEMM straight into y, the bias added.
     Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the chunks
     and their columns, which backward needs."""
     n, c = x.shape[:2]
@@ -163,15 +163,15 @@ def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
             part += bias[:, None]
         return cols
 
-    spans = _spans(n, _chunk(c * kh * kw, h_out * w_out))
-    return y.transpose(1, 0, 2, 3), (spans, map_chunks(chunk, spans))
+    chunks = _spans(n, _chunk(c * kh * kw, h_out * w_out))
+    return y.transpose(1, 0, 2, 3), (chunks, map_chunks(chunk, chunks))
 
 
 def conv_backward_cols(dy: np.ndarray, saved: tuple, weight: np.ndarray, x_shape, stride, padding,
                        input_grad: bool = True, bias_grad: bool = True):
     """Gradients of conv_forward_cols: (dW, db, dx), dx None when input_grad is False and db
     None when bias_grad is False. Per chunk dW += dY · X_colᵀ and dx = col2im(W_matᵀ · dY)."""
-    spans, cols = saved
+    chunks, cols = saved
     k, c, kh, kw = weight.shape
     n, _, h, w = x_shape
     w_mat = weight.reshape(k, -1)
@@ -180,14 +180,14 @@ def conv_backward_cols(dy: np.ndarray, saved: tuple, weight: np.ndarray, x_shape
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
 
     def chunk(i):
-        n0, n1 = spans[i]
+        n0, n1 = chunks[i]
         dy_mat = dy_k[:, n0:n1].reshape(k, -1)
         if input_grad:
             part = col2im(w_mat.T @ dy_mat, (n1 - n0, c, h, w), kh, kw, stride, padding)
             dx[:, n0:n1] = part.transpose(1, 0, 2, 3)
         return dy_mat @ cols[i].T
 
-    dw = _total(map_chunks(chunk, range(len(spans))))
+    dw = _total(map_chunks(chunk, range(len(chunks))))
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 

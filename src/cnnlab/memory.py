@@ -18,7 +18,6 @@ to glibc's fixed default thresholds. Elsewhere than glibc (macOS, musl) it does 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
@@ -28,12 +27,12 @@ _decided = False  # set once the policy has been applied or chosen by the user
 
 
 def _glibc():
-    name = ctypes.util.find_library("c")
+    """The C library already loaded into the process, if it is glibc."""
     try:
-        libc = ctypes.CDLL(name)
+        libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 (only glibc has it)
         return libc
-    except (OSError, AttributeError, TypeError):
+    except (OSError, AttributeError):
         return None
 
 

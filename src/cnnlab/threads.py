@@ -1,11 +1,13 @@
-"""cnnlab's own threads: the batch's chunks of a convolution or Dense layer run in parallel.
+"""cnnlab's own threads: a layer's work split over the cores.
 
 NumPy runs elementwise work (im2col's copies, col2im's adds) on one core, and OpenBLAS's worker
 threads busy-wait for about 0.1 s after every GEMM, so a second core is never free for it. So
 inside Sequential.forward and backward cnnlab sets the BLAS to one thread (threadpoolctl) and
-splits the work itself: each of n threads takes every n-th chunk of the batch (im2col, GEMM,
-col2im, all in cache) and sums its own part of the weight gradients; the parts are added in a
-fixed order, so a run is reproducible bit for bit for a given number of threads. Measured on
+splits the work itself: each of n threads takes every n-th chunk of a convolution's batch
+(im2col, GEMM, col2im, all in cache) and returns its chunks' parts of the weight gradients,
+which are added in chunk order, so a run is reproducible bit for bit for a given number of
+threads; Dense layers split their rows, and ReLU, BatchNorm, 2×2 max pooling and residual
+additions their memory or channels. Measured on
 bench/speed.py's 2-core machine: ResNet-8's 16→16 convolutions at 28×28, forward + backward,
 45 → 27 ms (two processes, 2 BLAS threads against 2 cnnlab threads).
 
@@ -24,6 +26,8 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+
+import numpy as np
 
 _lock = threading.Lock()
 _local = threading.local()  # .worker: this thread is one of the pool's; .depth: single_blas nesting
@@ -128,8 +132,6 @@ def _large(m: int, k: int, n: int) -> bool:
 
 def matmul(a, b):
     """a @ b (2-D), rows of a split over the threads when large."""
-    import numpy as np
-
     m = a.shape[0]
     if not _large(m, a.shape[1], b.shape[1]):
         return a @ b
@@ -157,8 +159,6 @@ def matmul_tn(a, b):
 
 def _memory_order(a) -> tuple[int, ...] | None:
     """The axis order in which a's memory is C-contiguous, or None."""
-    import numpy as np
-
     order = tuple(int(i) for i in np.argsort([-abs(s) for s in a.strides], kind="stable"))
     return order if a.transpose(order).flags.c_contiguous else None
 
@@ -167,8 +167,6 @@ def elementwise(fn: Callable, like, *inputs):
     """out = fn(out, *inputs) with out a new array laid out like `like`, split over the threads
     as flat runs of memory when every array has the same shape and memory order and the arrays
     are large (2¹⁸ elements and more); otherwise one call on the whole arrays."""
-    import numpy as np
-
     out = np.empty_like(like)
     order = _memory_order(out)
     if (num_threads() == 1 or out.size < 1 << 18 or order is None

@@ -20,9 +20,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         Y_mat = W_mat · X_col + b         (K, N·H_out·W_out), one GEMM for the whole batch
     Backward, with dY_mat = dy as (K, N·H_out·W_out):
         dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
-    Stride-1 layers compute the same sums faster, the batch in cache-sized chunks (see _path):
-    "same" padding by kernels.conv_forward_same (im2col and col2im as one shifted run per
-    channel and kernel offset), other padding on large maps by kernels.conv_forward_wide.
+    The kernels compute these sums on the batch in cache-sized chunks, split over cnnlab's
+    threads (see _path): layers whose output is (H/S, W/S) by kernels.conv_forward_same (im2col
+    and col2im as one shifted run per channel and kernel offset), other stride-1 layers on large
+    maps by kernels.conv_forward_wide, the rest by plain im2col (kernels.conv_forward_cols).
 
     Shape:
         x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
