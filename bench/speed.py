@@ -14,8 +14,9 @@ add over the model and batch (VmHWM during the steps − VmRSS before the first,
 allocator keeps between steps counts) and each process's peak RSS, with the same ratio (> 1:
 cnnlab uses more); per layer, forward and backward milliseconds of cnnlab and of PyTorch (each
 layer run alone on its input; Residual blocks opened, "(+)" rows being the block's own work);
-and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM alone) against the
-sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same run.
+and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM alone: the whole
+batch's columns, 2 BLAS threads) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in
+the same process just before.
 """
 
 from __future__ import annotations
@@ -119,8 +120,11 @@ def serve(framework: str, net: str) -> None:
             step_mib = max(step_mib, _status("VmHWM") - base)
         print(json.dumps(times), flush=True)
     result = {"step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
-    result["layers"] = layer_times(model, x) if framework == "cnnlab" else torch_layer_times(
-        model, net_t, xt, torch)
+    if framework == "cnnlab":  # the reference for the GEMMs' share, measured just before them
+        result["sgemm"] = sgemm_gflops()
+        result["layers"] = layer_times(model, x)
+    else:
+        result["layers"] = torch_layer_times(model, net_t, xt, torch)
     print(json.dumps(result), flush=True)
 
 
@@ -267,8 +271,7 @@ def main() -> None:
     common.limit_threads()
     print(f"BLAS: {common.blas_info()}   threads: {common.THREADS}   batch {BATCH}, float32")
     have_torch = common.torch_or_none() is not None
-    gemm = sgemm_gflops()
-    print(f"NumPy sgemm 2048×2048: {gemm:.1f} GFLOP/s")
+    print(f"NumPy sgemm 2048×2048: {sgemm_gflops():.1f} GFLOP/s")
     for net in args.nets:
         ours, theirs = lockstep(net, max(1, args.rounds), have_torch)
         print(f"\n{net}   (per round: {STEPS_PER_TURN} steps of each framework in turn, their median; "
@@ -283,6 +286,8 @@ def main() -> None:
                   f"{np.median(ratios):8.2f}{spread}")
         print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
               "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
+        gemm = ours["sgemm"]
+        print(f"  (NumPy sgemm 2048×2048 just before these rows: {gemm:.1f} GFLOP/s)")
         torch_rows = {r["name"]: r for r in theirs["layers"]} if theirs else {}
         for row in ours["layers"]:
             text = ""
