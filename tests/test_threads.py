@@ -3,6 +3,10 @@ over from the worker threads, and the knobs' validation."""
 
 from __future__ import annotations
 
+import os
+import signal
+import warnings
+
 import numpy as np
 import pytest
 
@@ -26,6 +30,22 @@ def on_threads(n, fn):
 def test_map_chunks_keeps_the_order_and_runs_every_item(two_threads):
     assert threads.map_chunks(lambda i: i * i, range(7)) == [i * i for i in range(7)]
     assert threads.map_chunks(lambda i: i, []) == []
+
+
+def test_a_forked_child_starts_threads_of_its_own(two_threads):
+    threads.map_chunks(lambda i: i, range(4))  # the parent's pool exists
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # Python ≥ 3.12 warns on fork()
+        pid = os.fork()
+    if pid == 0:  # the child: its copy of the pool has no threads behind it
+        signal.alarm(30)  # a hang would fail the test instead of stopping the suite
+        code = 1
+        try:
+            code = 0 if threads.map_chunks(lambda i: i + 1, range(4)) == [1, 2, 3, 4] else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_map_chunks_raises_what_a_worker_raised(two_threads):

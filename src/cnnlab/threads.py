@@ -78,6 +78,15 @@ def _mark() -> None:
     _local.worker = True
 
 
+def _after_fork_in_child() -> None:
+    """A forked child has none of the pool's threads: it starts a pool of its own when needed."""
+    global _lock, _count, _pool
+    _lock, _count, _pool = threading.Lock(), None, None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @contextmanager
 def single_blas():
     """The BLAS on one thread while cnnlab's own threads work (re-entrant; a no-op with one
