@@ -153,8 +153,9 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     (5, 5, 1, 2, (1, 2), "same"),
     # other stride-1 padding, ≥ 4 channels, output rows ≥ 24: kernels.conv_forward_wide
     (4, (2, 5), 1, (1, 2), (24, 24), "wide"), (4, 5, 1, 0, (30, 28), "wide"),
-    # stride 2 with output (H/2, W/2): the "same" path too
-    (4, 3, 2, 1, (8, 6), "same"), (6, 1, 2, 0, (4, 4), "plain"), (4, 4, 2, "same", (6, 8), "same"),
+    # stride 2 with output (H/2, W/2): the "same" path too, except a 1×1 kernel
+    (4, 3, 2, 1, (8, 6), "same"), (4, 4, 2, "same", (6, 8), "same"), (6, 1, 2, 0, (4, 4), "plain"),
+    # small maps with other padding, fewer than 4 channels, odd sizes at stride 2: plain im2col
     (4, 3, 1, 0, (9, 9), "plain"), (3, 3, 1, 1, (24, 24), "plain"), (4, 3, 2, 1, (7, 7), "plain"),
 ])
 def test_conv2d_fast_paths(c, kernel, stride, padding, size, path, torch, parity, rng):
