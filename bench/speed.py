@@ -116,7 +116,7 @@ def serve(framework: str, net: str) -> None:
             start = time.perf_counter()
             fn()
             times.append(time.perf_counter() - start)
-        if command == "train":  # memory training steps add, before any inference
+        if command == "train":  # the memory training steps add (lockstep runs them first)
             step_mib = max(step_mib, _status("VmHWM") - base)
         print(json.dumps(times), flush=True)
     result = {"step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
@@ -233,11 +233,10 @@ def lockstep(net: str, rounds: int, have_torch: bool) -> tuple[dict, dict | None
     seconds apart, so a change in the machine's speed hits both; a round gives one ratio."""
     workers = [Worker("cnnlab", net)] + ([Worker("torch", net)] if have_torch else [])
     try:
-        for w in workers:
-            w.ask(f"train {WARMUP}")
-            w.ask(f"infer {WARMUP}")
         runs = {w.name: {"train_ips": [], "infer_ips": []} for w in workers}
-        for kind in ("train", "infer"):
+        for kind in ("train", "infer"):  # every training step before any inference
+            for w in workers:
+                w.ask(f"{kind} {WARMUP}")
             for _ in range(rounds):
                 for w in workers:
                     runs[w.name][f"{kind}_ips"].append(

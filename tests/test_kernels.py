@@ -288,3 +288,10 @@ def test_same_im2col_writes_every_entry(monkeypatch, rng):
             np.testing.assert_array_equal(
                 im2col_same(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), kh, kw, stride, padding),
                 im2col(x, kh, kw, stride, padding))
+
+
+def test_same_col2im_refuses_an_out_whose_planes_it_cannot_add_into(rng):
+    out = np.zeros((2, 3, 4, 6))[..., :4]  # each row a slice: no flat (n, H, W) run per channel
+    cols = rng.standard_normal((2 * 9, 3 * 4 * 4))
+    with pytest.raises(ValueError, match="must be contiguous"):
+        col2im_same(cols, out, 3, 3, 1, ((1, 1), (1, 1)))

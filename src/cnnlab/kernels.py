@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab.threads import map_chunks, num_threads, spans
+from cnnlab.threads import map_chunks, num_threads, spans, total
 
 Pair = tuple[int, int]
 Padding = tuple[Pair, Pair]
@@ -187,7 +187,7 @@ def conv_backward_cols(dy: np.ndarray, saved: tuple, weight: np.ndarray, x_shape
             dx[:, n0:n1] = part.transpose(1, 0, 2, 3)
         return dy_mat @ cols[i].T
 
-    dw = _total(map_chunks(chunk, range(len(chunks))))
+    dw = total(map_chunks(chunk, range(len(chunks))))
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 
@@ -320,19 +320,10 @@ def _spans(n: int, step: int) -> list[tuple[int, int]]:
     """The batch's chunks (n0, n1) of at most `step` samples, as many as a multiple of cnnlab's
     threads and of equal size (±1), so that the threads get equal work (cnnlab.threads): 128
     samples at step 37 on 2 threads make 4 chunks of 32, not 37, 37, 37 and 17."""
-    threads = num_threads()
-    count = -(-max(1, -(-n // max(1, step))) // threads) * threads
+    t = num_threads()
+    count = -(-max(1, -(-n // max(1, step))) // t) * t  # chunks needed, up to a multiple of t
     step = max(1, -(-n // count))
     return [(n0, min(n, n0 + step)) for n0 in range(0, n, step)]
-
-
-def _total(parts: list[np.ndarray]) -> np.ndarray:
-    """The chunks' partial weight gradients added in chunk order: the same sum, bit for bit,
-    whatever the number of threads."""
-    out = parts[0].copy()
-    for part in parts[1:]:
-        out += part
-    return out
 
 
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
@@ -405,7 +396,7 @@ def conv_backward_wide(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray, paddi
             dx[:, n0:n1] = planes.reshape(c, n1 - n0, hp, wp)[:, :, pt : pt + h, pl : pl + w]
         return part
 
-    dw = _total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, run))))
+    dw = total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, run))))
     if not input_grad:
         return dw.reshape(weight.shape), db, None
     if not by_col2im:
@@ -518,20 +509,21 @@ def col2im_same(cols: np.ndarray, out: np.ndarray, kh: int, kw: int, stride, pad
     size = n * h_out * w_out
     blocks = cols.reshape(c, kh, kw, size)
     _outside(blocks.reshape(c, kh, kw, n, h_out, w_out), [q for _, q in rows], [q for _, q in cols_])
+    if (sh, sw) == (1, 1):
+        flat = out.reshape(c, size)
+        if not np.may_share_memory(flat, out):  # the adds would land in a copy
+            raise ValueError("col2im_same: out's (n, H, W) values per channel must be contiguous")
     phases: dict[tuple[int, int], np.ndarray] = {}
     offsets = [((ru, rv), qu * w_out + qv, (u, v)) for u, (ru, qu) in enumerate(rows)
                for v, (rv, qv) in enumerate(cols_)]
     for phase, s, (u, v) in sorted(offsets, key=lambda o: (o[0], o[1] != 0)):  # s = 0 first
-        block = blocks[:, u, v]
-        if phase not in phases:
-            dst = out.reshape(c, size) if (sh, sw) == (1, 1) else np.empty((c, size), out.dtype)
+        block, dst = blocks[:, u, v], phases.get(phase)
+        if dst is None:  # the phase's first block: copied when it has no shift, else zeros first
+            dst = phases[phase] = flat if (sh, sw) == (1, 1) else np.empty((c, size), out.dtype)
             if s == 0:
                 dst[...] = block
-                phases[phase] = dst
                 continue
             dst[...] = 0
-            phases[phase] = dst
-        dst = phases[phase]
         if s >= 0:
             dst[:, s:] += block[:, : max(0, size - s)]
         else:
@@ -594,7 +586,7 @@ def conv_backward_same(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray, strid
             col2im_same(w_t @ dy_mat, dx[:, n0:n1], kh, kw, stride, padding)
         return part
 
-    dw = _total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * w_out))))
+    dw = total(map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * w_out))))
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 

@@ -159,7 +159,12 @@ def matmul_tn(a, b):
     m = a.shape[0]
     if not _large(m, a.shape[1], b.shape[1]):
         return a.T @ b
-    parts = map_chunks(lambda span: a[span[0]:span[1]].T @ b[span[0]:span[1]], _row_spans(m))
+    return total(map_chunks(lambda span: a[span[0]:span[1]].T @ b[span[0]:span[1]], _row_spans(m)))
+
+
+def total(parts: list[np.ndarray]) -> np.ndarray:
+    """Partial sums (of chunks or row spans) added in their order: the same sum, bit for bit,
+    however the parts were dealt to the threads."""
     out = parts[0].copy()
     for part in parts[1:]:
         out += part
