@@ -77,6 +77,7 @@ def serve(framework: str, net: str) -> None:
     y = rng.integers(0, 10, BATCH)
     model = cl.zoo.get(net, seed=0)
     if framework == "cnnlab":
+        cl.runtime.apply_defaults()  # what cl.fit and the cnnlab command do before their steps
         loss, opt = cl.SoftmaxCrossEntropy(), cl.optim.SGD(model, lr=0.01, momentum=0.9)
 
         def train():

@@ -2,14 +2,19 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import cnnlab as cl
+from cnnlab.cli.common import Failure, say
+from cnnlab.cli.runs import recorded_data
+from cnnlab.data import Preprocess, sources
 
 Image = pytest.importorskip("PIL.Image")
 FASHION = cl.data.class_names("fashion-mnist")
@@ -235,13 +240,73 @@ def test_the_console_script_is_declared():
 
 
 def test_train_says_which_fashion_mnist_it_uses(monkeypatch, capsys):
-    from cnnlab import cli
-
-    monkeypatch.setattr(cl.data, "is_available", lambda name, root=None: False)
-    assert cli.default_data() == "fashion-mnist-mini"
+    monkeypatch.setattr(sources, "is_available", lambda name, root=None: False)
+    assert sources.default_data(report=say) == "fashion-mnist-mini"
     err = capsys.readouterr().err
     assert "bundled subset" in err and "sudo apt-get install dataset-fashion-mnist" in err
-    monkeypatch.setattr(cl.data, "is_available", lambda name, root=None: True)
-    monkeypatch.setattr(cl.data, "locate", lambda name, split: [Path("/data/fm/train-images-idx3-ubyte")])
-    assert cli.default_data() == "fashion-mnist"
+    monkeypatch.setattr(sources, "is_available", lambda name, root=None: True)
+    monkeypatch.setattr(sources, "locate", lambda name, split: [Path("/data/fm/train-images-idx3-ubyte")])
+    assert sources.default_data(report=say) == "fashion-mnist"
     assert capsys.readouterr().err == "data: Fashion-MNIST, the full set, from /data/fm\n"
+
+
+# ------------------------------------------------- the data recorded in a run's config.toml
+def test_recorded_data_is_none_without_it_and_a_failure_naming_a_damaged_file(tmp_path):
+    config = tmp_path / "config.toml"
+    assert recorded_data(tmp_path) is None  # no config.toml
+    config.write_text("epochs = 3\n")
+    assert recorded_data(tmp_path) is None  # a config.toml without data
+    config.write_text('data = "mnist"\n')
+    assert recorded_data(tmp_path) == "mnist"
+    for content, match in ((b"\xff\xfe", "not valid TOML"), (b"data = [1, 2\n", "not valid TOML"),
+                           (b"data = " + b"[" * 5000 + b"]" * 5000, "not valid TOML"),
+                           (b"data = 3\n", "data = 3 is not a dataset name or folder")):
+        config.write_bytes(content)
+        with pytest.raises(Failure, match=f"^{re.escape(str(config))}: {match}.*; give --data$"):
+            recorded_data(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def small_run(work):
+    """A run directory made by hand: an MLP for 8×8 grayscale images of the classes dark and light,
+    and an image folder of those (12 images each) for its config.toml to name."""
+    shapes = work / "shapes"
+    for i in range(24):
+        folder = shapes / ["dark", "light"][i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8), 40 + 170 * (i % 2), np.uint8)).save(folder / f"{i:02}.png")
+    model = cl.zoo.mlp(num_classes=2, input_shape=(1, 8, 8))
+    model.preprocess = Preprocess([0.5], [0.25])
+    model.class_names = ["dark", "light"]
+    (work / "small").mkdir()
+    cl.save(model, work / "small" / "model.safetensors")
+    return work / "small", shapes
+
+
+def test_evaluate_and_report_use_the_data_recorded_in_config_toml(small_run, work):
+    run, shapes = small_run
+    (run / "config.toml").write_text(f"data = {json.dumps(str(shapes))}\nepochs = 1\n")
+    result = cnnlab("evaluate", run / "model.safetensors", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert f"model.safetensors on {shapes}, all split: 24 images" in result.stdout
+    assert "24 images in 2 classes" in result.stderr
+    result = cnnlab("report", run, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{run / 'report.html'}\n"
+    assert f"{shapes}, held-out split" in (run / "report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("content, match", [
+    (b"\xff\xfe", "not valid TOML"),
+    (b"data = 3\n", "data = 3 is not a dataset name or folder"),
+])
+def test_evaluate_and_report_refuse_a_damaged_config_toml_naming_it(small_run, work, content, match):
+    run, _ = small_run
+    (run / "config.toml").write_bytes(content)
+    for args in (["evaluate", run / "model.safetensors"], ["report", run]):
+        err = one_line_failure(cnnlab(*args, cwd=work))
+        assert err.startswith(f"cnnlab: error: {run / 'config.toml'}: {match}"), err
+        assert err.endswith("; give --data\n"), err
+    # --data overrides the damaged record
+    result = cnnlab("evaluate", run / "model.safetensors", "--data", small_run[1], cwd=work)
+    assert result.returncode == 0, result.stderr

@@ -11,7 +11,7 @@ UnicodeDecodeError, MemoryError, a warning turned error, ...) is a bug:
     checkpoints: the Trainer's resume (fit(resume=)) cl.ModelFileError; or ValueError "resume: ..."
                                                     when an intact state belongs to another run
                                                     (seed, batch size, data size)
-    config files: cli.read_config                   cli.UsageError (the CLI's exit status 2)
+    config files: cli.runs.read_config              cli.common.UsageError (the CLI's exit status 2)
 
 No hang: each example has a hypothesis deadline and each test a SIGALRM budget. Bounded memory:
 while a test runs its address space may grow by at most MEMORY_HEADROOM (RLIMIT_AS), so a reader
@@ -38,7 +38,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cnnlab as cl
-from cnnlab import cli, io
+from cnnlab import io
+from cnnlab.cli import build_parser
+from cnnlab.cli.common import UsageError
+from cnnlab.cli.runs import read_config
 from cnnlab.data import Preprocess
 from cnnlab.data.cifar import read_cifar_batch
 from cnnlab.data.folder import load_folder, load_image, read_image
@@ -260,7 +263,8 @@ def tampered_header(draw, raw: bytes) -> bytes:
         arch = json.loads(meta["architecture"])
         layer = draw(st.sampled_from(arch["layers"]))
         key = draw(st.sampled_from([*layer, "bias", "__class__", "type"]))
-        layer[key] = draw(JSON | st.sampled_from(sorted(io._registry()) + ["builtins.eval"]))
+        layer_types = sorted(io.architecture_json.layer_registry())
+        layer[key] = draw(JSON | st.sampled_from([*layer_types, "builtins.eval"]))
         meta["architecture"] = json.dumps(arch)
     return _join(header, data)
 
@@ -289,7 +293,7 @@ PLAIN = (st.none() | st.booleans() | st.integers(-3, 40) | st.integers(-(2**64),
 def architectures(draw) -> dict:
     import inspect
 
-    registry = io._registry()
+    registry = io.architecture_json.layer_registry()
     layers = []
     for _ in range(draw(st.integers(1, 5))):
         kind = draw(st.sampled_from(sorted(registry)))
@@ -380,7 +384,7 @@ def test_an_intact_checkpoint_resumes(folder, checkpoint):
 # --------------------------------------------------------------- config files
 @pytest.fixture(scope="module")
 def actions() -> dict:
-    return cli.build_parser().parse_args(["train"]).actions
+    return build_parser().parse_args(["train"]).actions
 
 
 TOML_VALUES = (
@@ -409,5 +413,5 @@ def configs(draw, actions) -> bytes:
 def test_config_reader_raises_only_usage_errors(folder, actions, data):
     path = folder / "config.toml"
     path.write_bytes(data.draw(configs(actions)))
-    options = expect_only(cli.UsageError, cli.read_config, path, actions)
+    options = expect_only(UsageError, read_config, path, actions)
     assert options is None or set(options) <= set(actions)

@@ -25,6 +25,8 @@ from cnnlab.kernels import (
     maxpool_forward,
     out_size,
 )
+from cnnlab.kernels.chunks import _spans, conv_backward_chunks
+from cnnlab.runtime import threads
 
 WINDOWS = [(3, 3, 1, 0), (3, 3, 2, 1), (2, 2, 2, 0), (5, 5, 3, 2), (2, 3, 1, 1), (1, 1, 2, 0)]
 
@@ -295,3 +297,38 @@ def test_same_col2im_refuses_an_out_whose_planes_it_cannot_add_into(rng):
     cols = rng.standard_normal((2 * 9, 3 * 4 * 4))
     with pytest.raises(ValueError, match="must be contiguous"):
         col2im_same(cols, out, 3, 3, 1, ((1, 1), (1, 1)))
+
+
+# ------------------------------------------------- the chunks and the shared backward skeleton
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def n_threads(request):
+    before = threads.num_threads()
+    threads.set_num_threads(request.param)
+    yield request.param
+    threads.set_num_threads(before)
+
+
+def test_spans_cut_the_batch_into_equal_chunks_a_multiple_of_the_threads(n_threads):
+    assert _spans(128, 37) == [(0, 32), (32, 64), (64, 96), (96, 128)]  # not 37, 37, 37, 17
+    assert _spans(128, 50) == ([(0, 32), (32, 64), (64, 96), (96, 128)] if n_threads == 2 else
+                               [(0, 43), (43, 86), (86, 128)])
+    assert _spans(5, 100) == ([(0, 3), (3, 5)] if n_threads == 2 else [(0, 5)])
+
+
+def test_backward_skeleton_hands_each_chunk_its_dy_and_adds_the_parts_in_chunk_order(n_threads, rng):
+    dy = rng.standard_normal((10, 3, 4, 5))
+    spans = [(0, 4), (4, 7), (7, 10)]
+    # 1e16 + 1 rounds back to 1e16: only the order (p0 + p1) + p2 gives 0, any other gives 1
+    parts = [np.full((3, 2), 1e16), np.full((3, 2), 1.0), np.full((3, 2), -1e16)]
+    seen = []
+
+    def part(i, span, dy_chunk):
+        seen.append((i, span))
+        np.testing.assert_array_equal(dy_chunk, dy[span[0] : span[1]].transpose(1, 0, 2, 3))
+        return parts[i]
+
+    dw, db = conv_backward_chunks(dy, spans, part)
+    assert sorted(seen) == list(enumerate(spans))
+    np.testing.assert_array_equal(dw, np.zeros((3, 2)))
+    np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12)
+    assert conv_backward_chunks(dy, spans, part, bias_grad=False)[1] is None

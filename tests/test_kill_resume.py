@@ -3,10 +3,10 @@ through writing a file) resumes with `cnnlab train --resume RUN_DIR` to the very
 uninterrupted run; a full disk during a save and a diverging run both stop with one line and
 leave the last checkpoint intact.
 
-The kills are deterministic: the test hook CNNLAB_TEST_KILL_AT="step:N" / "save:N" (see
-cnnlab.io.kill_point) makes the process SIGKILL itself after its N-th training step, or with half
-of its N-th atomically written file on disk. Every run uses one BLAS thread, so equal weights
-are expected bit for bit.
+The kills are deterministic and come from outside cnnlab's code: tests/faults.py runs the
+command with "step:N" (SIGKILL right after the N-th optimizer step) or "save:N" (SIGKILL with
+half of the N-th atomically written file on disk, the target not yet replaced). Every run uses
+one BLAS thread, so equal weights are expected bit for bit.
 
 The run: 320 training and 64 test images, batch 32 (10 steps an epoch), 2 epochs, a checkpoint
 every 4 steps. Its atomic writes, in order: 1 config.toml, 2 checkpoint after step 4, 3 after
@@ -35,23 +35,23 @@ from cnnlab import io
 from cnnlab.data.idx import write_idx
 
 CHECKPOINT = "last.ckpt.safetensors"
+FAULTS = str(Path(__file__).with_name("faults.py"))
 RECIPE = ["--model", "lenet5", "-b", "32", "--epochs", "2", "--checkpoint-every", "4",
           "--augment", "flip-crop-erase", "--seed", "3"]
 
 
 def train(*args, cwd: Path, kill_at: str | None = None, file_limit: int | None = None):
-    """`cnnlab train ARGS` in a subprocess with one BLAS thread; optionally killed by the test
-    hook, or with files limited to `file_limit` bytes (RLIMIT_FSIZE: writes beyond it fail with
+    """`cnnlab train ARGS` in a subprocess with one BLAS thread; optionally killed at `kill_at`
+    (tests/faults.py), or with files limited to `file_limit` bytes (RLIMIT_FSIZE: writes beyond it fail with
     EFBIG, as on a full disk; Python ignores SIGXFSZ)."""
-    env = {k: v for k, v in os.environ.items() if k != "CNNLAB_TEST_KILL_AT"}
-    env.update(PYTHONWARNINGS="error", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    if kill_at:
-        env["CNNLAB_TEST_KILL_AT"] = kill_at
+    env = dict(os.environ, PYTHONWARNINGS="error", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    command = [FAULTS, kill_at] if kill_at else ["-m", "cnnlab"]
 
     def limit_files():
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, file_limit))
 
-    return subprocess.run([sys.executable, "-m", "cnnlab", "train", *map(str, args)], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, *command, "train", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=180,
                           preexec_fn=limit_files if file_limit else None)
 

@@ -1,5 +1,5 @@
-"""cnnlab.memory: freed arrays stay in the process, so a training step does not fault its
-memory in again every time."""
+"""cnnlab.runtime.memory: freed arrays stay in the process, so a training step does not fault its
+memory in again every time; and only cnnlab's entry points (or an explicit call) change malloc."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from cnnlab import memory
+from cnnlab import runtime
+from cnnlab.runtime import memory
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
@@ -45,10 +46,69 @@ def test_environment_variable_leaves_malloc_alone(undecided, monkeypatch):
     assert undecided == []
 
 
+def test_configure_false_leaves_malloc_alone_for_good(undecided, monkeypatch):
+    monkeypatch.delenv("CNNLAB_KEEP_MEMORY", raising=False)
+    runtime.configure(keep_memory=False)
+    runtime.apply_defaults()
+    assert undecided == []
+    runtime.configure(keep_memory=True)  # an explicit True applies it at once
+    assert undecided == [True]
+
+
+def test_configure_refuses_what_is_not_a_choice():
+    with pytest.raises(ValueError, match="keep_memory must be True, False or None. Received: keep_memory="):
+        runtime.configure(keep_memory="no")
+
+
+# The allocator as an inference-only host program sees it: ctypes.CDLL wrapped before cnnlab is
+# imported, so every mallopt call cnnlab makes is recorded, whatever path it takes to make it.
+HOST = """
+import ctypes, sys
+calls = []
+class Recording(ctypes.CDLL):
+    def __getattr__(self, name):
+        real = super().__getattr__(name)
+        if name != "mallopt":
+            return real
+        def mallopt(*args):
+            calls.append(args)
+            return real(*args)
+        setattr(self, name, mallopt)
+        return mallopt
+ctypes.CDLL = Recording
+import numpy as np
+import cnnlab as cl
+x = np.random.default_rng(0).standard_normal((8, 1, 28, 28)).astype(np.float32)
+model = cl.zoo.get("resnet8", seed=0)
+cl.save(model, sys.argv[1])
+model = cl.load(sys.argv[1])
+model.forward(x)
+loss = cl.SoftmaxCrossEntropy()
+loss.forward(model.forward(x, training=True), np.zeros(8, np.int64))
+model.backward(loss.backward())
+print("bare", len(calls))
+if sys.argv[2] == "embedder":
+    cl.runtime.configure(keep_memory=False)
+cl.predict(model, x)
+print("entry", len(calls))
+"""
+
+
+@pytest.mark.skipif(not GLIBC, reason="the policy exists for glibc's malloc only")
+@pytest.mark.parametrize("host, entry_calls", [("plain", 2), ("embedder", 0)])
+def test_model_forward_and_backward_leave_the_allocator_alone(tmp_path, host, entry_calls):
+    env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_MEMORY"}
+    out = subprocess.run([sys.executable, "-c", HOST, str(tmp_path / "m.safetensors"), host],
+                         capture_output=True, text=True, check=True, env=env).stdout.split()
+    # a layer never changes malloc; an entry point (cl.predict) does, once, unless told not to
+    assert out == ["bare", "0", "entry", str(entry_calls)]
+
+
 STEPS = """
 import resource, sys
 import numpy as np
 import cnnlab as cl
+cl.runtime.apply_defaults()  # what cl.fit and the cnnlab command do first
 rng = np.random.default_rng(0)
 x = rng.standard_normal((128, 1, 28, 28)).astype(np.float32)
 y = rng.integers(0, 10, 128)
@@ -69,7 +129,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
 @pytest.mark.skipif(not GLIBC, reason="the policy exists for glibc's malloc only")
 def test_a_training_step_reuses_its_memory():
     # ResNet-8, batch 128: about 16,000 page faults a step with glibc's defaults (measured),
-    # about 0 with the policy that Sequential.forward applies
+    # about 0 with the policy that cnnlab's entry points apply
     env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_MEMORY"}
     out = subprocess.run([sys.executable, "-c", STEPS], capture_output=True, text=True,
                          check=True, env=env)

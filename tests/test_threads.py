@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import cnnlab as cl
-from cnnlab import kernels, threads
+from cnnlab import kernels
+from cnnlab.runtime import threads
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_workers_see_the_callers_errstate(two_threads):
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, True, "2"])
 def test_set_num_threads_names_a_bad_count(n):
-    with pytest.raises(ValueError, match="cnnlab.threads: set_num_threads needs a whole number"):
+    with pytest.raises(ValueError, match="cnnlab.runtime.threads: set_num_threads needs a whole number"):
         threads.set_num_threads(n)
 
 

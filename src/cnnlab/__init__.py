@@ -4,9 +4,13 @@
     model = cl.Sequential([cl.Conv2D(32, 3, padding=1), cl.ReLU(), cl.MaxPool2D(2),
                            cl.Flatten(), cl.Dense(10)], input_shape=(1, 28, 28))
     print(model.summary())
+
+The public names (docs/design.md) and nothing else. The parts, bottom to top, each importing only
+those below it: core, files, runtime; shapes, init, kernels; layers, losses; optim, schedules,
+metrics; data; io, zoo; train; viz; cli. `cl.viz` loads on first use (matplotlib).
 """
 
-from cnnlab import data, optim, zoo
+from cnnlab import data, optim, runtime, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
 from cnnlab.io import load, save
 from cnnlab.layers import (
@@ -51,7 +55,7 @@ __all__ = [
     "PReLU", "Parameter", "ReLU", "Residual", "Sequential", "ShapeError", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "save", "viz", "zoo",
+    "predict", "runtime", "save", "viz", "zoo",
 ]
 
 

@@ -6,6 +6,10 @@ A layer's life:
     build(input_shape, rng, dtype)  creates the parameters, returns the layer
     forward(x, training=...)        checks x; when training, keeps what backward needs
     backward(dy)                    consumes that cache, assigns every .grad, returns dx
+Every other hook a container, the training loop or a file may use is declared on `Layer` with
+its default, so a new layer's author reads one class (see "Optional hooks" there).
+
+core imports nothing of cnnlab: every other part may import it.
 """
 
 from __future__ import annotations
@@ -63,10 +67,28 @@ class Layer:
     Subclasses implement `output_shape`, `forward` and `backward`; layers with weights
     also implement `_build` and `parameters`. `name` ("conv2d_1") and `index` (1-based
     position in its Sequential) are set by the container and used in every error message.
+
+    Optional hooks, each with a default that suits a layer which does not need it:
+        preferred_init      an activation's wish for the weighted layer before it
+        init_hint           set by a container before build: what the activation after asks
+        fit                 "exact" or "floor" for window layers (the summary marks "floor")
+        rng                 a layer that draws at training time (Dropout) keeps its Generator here
+        parameters, buffers, sublayers, sublayer_inputs, macs, arithmetic, config
+        backward_params(dy) the gradients of the parameters only (a network's first layer)
+        clear_cache()       forget a training forward's cache that will not be consumed
     """
 
     #: the initialisation an activation asks of the weighted layer before it ("he", "xavier")
     preferred_init: str | None = None
+    #: set by the enclosing container before build: the init the first activation after this
+    #: layer asks for (a weighted layer's init="auto" follows it; a container hands it on to
+    #: the last layers of its branches)
+    init_hint: str | None = None
+    #: window layers: "exact" refuses an output size that is not whole, "floor" drops the rest
+    fit: str | None = None
+    #: the Generator of a layer that draws random numbers when training (Dropout's masks);
+    #: checkpoints save and restore its state, so a resumed run draws what the whole run drew
+    rng: np.random.Generator | None = None
 
     def __init__(self) -> None:
         self.name: str | None = None
@@ -174,6 +196,17 @@ class Layer:
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def backward_params(self, dy: np.ndarray) -> None:
+        """Fills every parameter's .grad as backward does, without returning dx: what a
+        network's first trainable layer is asked, since nothing below it needs dx. The default
+        runs backward and drops dx; a layer that can skip dx's work overrides it (Conv2D)."""
+        self.backward(dy)
+
+    def clear_cache(self) -> None:
+        """Forgets a training forward's cache that no backward will consume (frozen layers
+        below the first trainable one)."""
+        self._cache = None
 
     def __call__(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         return self.forward(x, training=training)

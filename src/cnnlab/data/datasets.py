@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.core import DataError
+from cnnlab.data.cifar import load_cifar_batches
 from cnnlab.data.idx import load_idx_pair
 
 BUNDLED = Path(__file__).parent / "bundled"
@@ -132,7 +133,5 @@ def load(name: str = DEFAULT, split: str = "train", root: str | os.PathLike | No
     """uint8 images (N, C, H, W) and int64 labels (N,) of a named dataset's split."""
     files = locate(name, split, root)
     if name == "cifar10":
-        from cnnlab.data.cifar import load_cifar_batches
-
         return load_cifar_batches(files)
     return load_idx_pair(*files)

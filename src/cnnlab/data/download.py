@@ -20,6 +20,7 @@ from pathlib import Path
 from cnnlab.core import DataError
 from cnnlab.data.datasets import candidates
 from cnnlab.data.idx import _decompress
+from cnnlab.files import atomic_write
 
 #: name → (base URL, {file: (SHA-256 of the decompressed file, its size in bytes)})
 SOURCES = {
@@ -67,7 +68,6 @@ def download(name: str = "fashion-mnist", root: str | os.PathLike | None = None,
     """Fetches the dataset's files into `root` (default: the cache ~/.cache/cnnlab/<name>, where
     `cl.data.load` looks), verifying each before it is written (atomically). Files already there
     and valid are kept. Returns the folder."""
-    from cnnlab.io import atomic_write
 
     if name not in SOURCES:
         raise DataError(f"no verified download for {name!r}; available: {', '.join(SOURCES)}")

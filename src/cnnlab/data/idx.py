@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.core import DataError
+from cnnlab.files import atomic_write
 
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 #: no real IDX file is larger; a header claiming more is corrupt (and must not allocate it)
@@ -88,7 +89,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
         data = gzip.compress(data, compresslevel=9, mtime=0)
     elif path.suffix == ".xz":
         data = lzma.compress(data, preset=9)
-    from cnnlab.io import atomic_write  # here: cnnlab.io imports the layers, the readers need none
 
     atomic_write(path, data)
 

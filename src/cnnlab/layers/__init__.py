@@ -1,4 +1,13 @@
-"""Every layer family, one module each."""
+"""Every layer family, one module each, and the containers.
+
+    conv.py Conv2D, Conv1D        local.py LocallyConnected2D/1D     dense.py Dense, Flatten
+    pool.py max/avg/global pooling  activation.py Sigmoid … Maxout   norm.py BatchNorm, LRN
+    dropout.py Dropout            containers.py Sequential          blocks.py Residual, Concat,
+    _window.py what window layers share                              SqueezeExcite
+
+A layer knows nothing of the loop, files or pictures: layers may import core, runtime, kernels,
+shapes and init; never data, io, train, viz or cli.
+"""
 
 from cnnlab.layers.activation import ELU, LeakyReLU, Maxout, PReLU, ReLU, Sigmoid, Swish, Tanh
 from cnnlab.layers.blocks import Concat, Residual, SqueezeExcite

@@ -135,7 +135,6 @@ class WeightedMixin:
     activation after the layer (set by Sequential as `init_hint`), He when standalone."""
 
     init: str
-    init_hint: str | None = None
 
     def _set_init(self, init: str) -> None:
         self.init = check_init(init, type(self).__name__)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.layers._window import positive_int
+from cnnlab.runtime import threads
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -139,7 +139,11 @@ class PReLU(_Elementwise):
         return {"init": self.init}
 
     def _build(self, rng):
-        self.weight = Parameter(np.full(self.input_shape[0], self.init, self.dtype))
+        with np.errstate(over="ignore"):  # checked below, with the layer's name
+            start = self.dtype.type(self.init)
+        if not np.isfinite(start):
+            raise ValueError(f"{self.label}: init={self.init!r} is not a finite {self.dtype} number")
+        self.weight = Parameter(np.full(self.input_shape[0], start, self.dtype))
 
     def parameters(self):
         return {} if self.weight is None else {"weight": self.weight}

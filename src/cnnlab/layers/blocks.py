@@ -14,11 +14,11 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError, volume
 from cnnlab.layers.activation import sigmoid
 from cnnlab.layers.containers import Sequential
 from cnnlab.layers.dense import Dense
+from cnnlab.runtime import threads
 
 
 def chain(layers: Layer | Iterable[Layer], name: str, owner: str) -> Sequential:
@@ -63,7 +63,7 @@ class _Block(Layer):
     def _build_parts(self, rng: np.random.Generator) -> None:
         for part in self.parts():
             # the last layers of each branch feed what follows the block (a ReLU after a Residual)
-            part.init_hint = getattr(self, "init_hint", None)
+            part.init_hint = self.init_hint
             part.build(self.input_shape, rng, self.dtype)
 
 

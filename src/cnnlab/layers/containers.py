@@ -6,9 +6,10 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from cnnlab import memory, threads
 from cnnlab.core import Layer, Parameter, Shape, volume, walk
 from cnnlab.layers._window import WeightedMixin
+from cnnlab.layers.dense import Dense
+from cnnlab.runtime import threads
 
 
 class Sequential(Layer):
@@ -22,10 +23,6 @@ class Sequential(Layer):
     Layers get unique names ("conv2d_1") used by the summary and by parameter names
     ("conv2d_1.weight"). The same seed gives the same weights, bit for bit.
     """
-
-    #: the init a weighted layer gets when no activation follows it inside this Sequential; a
-    #: container sets it from what follows the container ("he" before a ReLU after a Residual)
-    init_hint: str | None = None
 
     def __init__(
         self, layers: Iterable[Layer], input_shape: Sequence[int] | None = None, *,
@@ -129,8 +126,7 @@ class Sequential(Layer):
                 "Sequential: not built. Pass input_shape=(C, H, W) when creating it, "
                 "or call build(input_shape)."
             )
-        memory.apply_default()  # once per process: freed arrays stay for the next step
-        with threads.single_blas():  # cnnlab's threads split the work (cnnlab.threads)
+        with threads.single_blas():  # cnnlab's threads split the work (cnnlab.runtime.threads)
             for layer in self.layers:
                 x = layer.forward(x, training=training)
         return x
@@ -144,12 +140,11 @@ class Sequential(Layer):
             first = next((i for i, layer in enumerate(layers) if _trainable(layer)), len(layers))
             layers = layers[first:]
             for layer in self.layers[:first]:
-                layer._cache = None
+                layer.clear_cache()
         with threads.single_blas():
             for i, layer in enumerate(reversed(layers)):
-                params_only = getattr(layer, "backward_params", None)
-                if not input_grad and i == len(layers) - 1 and params_only is not None:
-                    params_only(dy)  # the gradient below the first layer is not wanted
+                if not input_grad and i == len(layers) - 1:
+                    layer.backward_params(dy)  # the gradient below the first layer is not wanted
                     return None
                 dy = layer.backward(dy)
         return dy if input_grad else None
@@ -174,8 +169,6 @@ class Sequential(Layer):
     def replace_head(self, num_classes: int, *, seed: int = 0) -> Sequential:
         """Replaces the last Dense layer by a new one with `num_classes` units (He/Xavier
         from `seed`), keeping every other layer: the first step of transfer learning."""
-        from cnnlab.layers.dense import Dense
-
         i = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
         if i is None:
             raise ValueError("replace_head: the model has no Dense layer to replace.")
@@ -232,7 +225,7 @@ class Sequential(Layer):
             text = layer.arithmetic(shape)
             rows.append((f"{layer.name} ({layer.kind})", volume(layer.out_shape),
                          f"{layer.count_params():,}", f"{layer.macs(shape):,}", text))
-            if getattr(layer, "fit", None) == "floor" and "→" in text.split(";")[0]:
+            if layer.fit == "floor" and "→" in text.split(";")[0]:
                 floored.append(layer.name)
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
 

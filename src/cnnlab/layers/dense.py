@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.init import initialize
 from cnnlab.layers._window import WeightedMixin, positive_int
+from cnnlab.runtime import threads
 from cnnlab.shapes import param_formula
 
 

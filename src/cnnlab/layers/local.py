@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab.core import Parameter, Shape
+from cnnlab.core import Layer, Parameter, Shape
 from cnnlab.init import initialize
 from cnnlab.kernels import col2im, im2col
 from cnnlab.layers.conv import Conv2D
@@ -44,7 +44,8 @@ class LocallyConnected2D(Conv2D):
         positions = int(np.prod(self.win.out))
         return self.weight.data.reshape(positions, self.filters, -1)
 
-    backward_params = None  # Conv2D's dx-free backward does not apply: backward always gives dx
+    # Conv2D's dx-free backward does not apply (backward always computes dx): Layer's default
+    backward_params = Layer.backward_params
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)

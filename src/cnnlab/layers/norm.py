@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import threads
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
+from cnnlab.runtime import threads
 
 
 def _channel_rows(x: np.ndarray):

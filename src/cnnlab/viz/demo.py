@@ -18,7 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.files import atomic_write
 from cnnlab.layers import Conv2D
+from cnnlab.viz.demo_gif import gif
+from cnnlab.viz.demo_page import page
+from cnnlab.viz.typography import minus
 
 # The lecture's demo: a 5×5×3 input (shown padded by 1), two 3×3×3 filters, biases 1 and 0,
 # stride 2 (../shared/seed/000_7f61f30a1af053e2.txt); channel d is the lecture's x[:, :, d].
@@ -37,12 +41,6 @@ LECTURE_B = [1, 0]
 
 #: what "small" means: the page shows every number, so volumes stay readable
 LIMITS = {"padded height and width": 16, "depth": 4, "filters": 4}
-
-
-def minus(v: float) -> str:
-    """An integer-valued number with a typographic minus: −3."""
-    text = f"{v:g}"
-    return text.replace("-", "−")
 
 
 @dataclass
@@ -120,20 +118,15 @@ class ConvDemo:
                 f"stride S = {self.stride}, padding P = {self.pad} → output {h2}×{w2}×{k}")
 
     def to_html(self) -> str:
-        from cnnlab.viz.demo_page import page
-
         return page(self)
 
     def to_gif(self, *, duration_ms: int = 900) -> bytes:
-        from cnnlab.viz.demo_gif import gif
-
         return gif(self, duration_ms=duration_ms)
 
     def save(self, out: str | os.PathLike) -> tuple[Path, Path]:
         """Writes out/demo.gif and out/demo.html (creating the folder); returns both paths."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        from cnnlab.io import atomic_write
 
         atomic_write(out / "demo.gif", self.to_gif())
         atomic_write(out / "demo.html", self.to_html().encode("utf-8"))

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from cnnlab.viz.typography import minus
+
 CELL, GAP, MARGIN, LINE = 26, 14, 14, 18
 COLOURS = {
     "text": "#1d1d1f", "grid": "#b8bcc4", "pad": "#eceef1", "pad_text": "#8a8f98",
@@ -66,8 +68,6 @@ class _Canvas:
         return max(self._lines(k, i, j), key=len)
 
     def _lines(self, k: int, i: int, j: int) -> list[str]:
-        from cnnlab.viz.demo import minus
-
         demo = self.demo
         sums = demo.channel_sums(k, i, j)
         lines = [f"o[{i}, {j}, {k}] = w{k} · (window of x) + b{k}, step "
@@ -83,8 +83,6 @@ class _Canvas:
               cell_fill=None):
         """values (rows, cols); pad_rim: the outer rows/columns drawn as padding; highlight:
         (r0, c0, r1, c1) cells filled with cell_fill and outlined with edge."""
-        from cnnlab.viz.demo import minus
-
         rows, cols = values.shape
         for r in range(rows):
             for c in range(cols):

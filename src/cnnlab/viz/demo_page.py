@@ -14,7 +14,7 @@ import json
 
 import numpy as np
 
-from cnnlab.viz.demo import minus
+from cnnlab.viz.typography import minus
 
 STYLE = """
 :root { --win: #cfe2ff; --win-edge: #1f5fbf; --filt: #ffe0dc; --filt-edge: #c0392b;

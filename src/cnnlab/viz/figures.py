@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from cnnlab.core import walk
-from cnnlab.io import atomic_write
+from cnnlab.files import atomic_write
 from cnnlab.layers import Conv2D, Dense, Flatten, Sequential
 from cnnlab.train import History, predict
 

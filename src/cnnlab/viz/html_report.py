@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cnnlab import io
+from cnnlab.files import atomic_write
 from cnnlab.losses import SoftmaxCrossEntropy, softmax
-from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
-from cnnlab.train import History, predict_scores
+from cnnlab.train import History, evaluate
 from cnnlab.viz import figures
 
 SECTIONS = {  # id: heading, in the page's order
@@ -92,58 +91,71 @@ def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y, np.int64)
-    scores = predict_scores(model, x)
-    probs = softmax(scores)
-    k = scores.shape[1]
+    k = model.out_shape[-1]
     names = list(class_names or model.class_names or [str(i) for i in range(k)])
-    matrix = confusion_matrix(y, scores.argmax(axis=1), k)
     top = min(5, k)
-    accuracy, top_k = top_k_accuracy(scores, y, 1), top_k_accuracy(scores, y, top)
-    loss = SoftmaxCrossEntropy().forward(scores, y)
-    history = _history(run_dir, history)
-    body: dict[str, str] = {}
+    result = evaluate(model, (x, y), loss=SoftmaxCrossEntropy(), k=top, keep_scores=True)
+    probs, matrix = softmax(result["scores"]), result["confusion"]
+    body = {
+        "summary": f"<pre>{html.escape(model.summary())}</pre>",
+        "curves": _curves(_history(run_dir, history)),
+        "confusion": _image(figures.confusion(matrix, names), "confusion matrix"),
+        "per-class": _per_class_table(names, result["per_class"], matrix.sum(axis=1)),
+        "filters": _filters(model),
+        "feature-maps": _feature_maps(model, x, y, names, probs, examples),
+        "mistakes": _image(figures.mistakes(model, x, y, names, probs=probs, k=max_mistakes),
+                           "the most confidently wrong test images"),
+    }
+    on = f": {html.escape(data)}" if data else ""
+    headline = (f'<p class="headline">Test accuracy <b>{100 * result["accuracy"]:.2f}%</b> '
+                f"(top-{top} {100 * result[f'top{top}']:.1f}%, loss {result['loss']:.4f}) on "
+                f"{len(y):,} images{on}.</p>")
+    title = title or f"cnnlab report: {run_dir.resolve().name}"
+    path = run_dir / "report.html"
+    atomic_write(path, _page(title, run_dir, headline, body).encode("utf-8"))
+    return path
 
-    body["summary"] = f"<pre>{html.escape(model.summary())}</pre>"
-    if history is not None and len(history):
-        seconds = sum(v for v in history["seconds"] if v is not None)
-        body["curves"] = (_image(figures.curves(history), "loss, accuracy and learning rate per epoch")
-                          + f'<p class="note">{len(history)} epoch{"s" if len(history) > 1 else ""}, '
-                          f"{seconds:.0f} s of training.</p>")
-    else:
-        body["curves"] = '<p class="note">No training history (metrics.csv) in this run.</p>'
-    body["confusion"] = _image(figures.confusion(matrix, names), "confusion matrix")
-    body["per-class"] = _per_class_table(names, per_class_accuracy(matrix), matrix.sum(axis=1))
+
+def _curves(history: History | None) -> str:
+    if history is None or not len(history):
+        return '<p class="note">No training history (metrics.csv) in this run.</p>'
+    seconds = sum(v for v in history["seconds"] if v is not None)
+    return (_image(figures.curves(history), "loss, accuracy and learning rate per epoch")
+            + f'<p class="note">{len(history)} epoch{"s" if len(history) > 1 else ""}, '
+            f"{seconds:.0f} s of training.</p>")
+
+
+def _filters(model) -> str:
     try:
-        body["filters"] = _image(figures.filters(model), "the first layer's filters") + (
+        return _image(figures.filters(model), "the first layer's filters") + (
             '<p class="note">Each filter scaled to its own range: dark is its lowest weight, '
             "light its highest.</p>")
     except ValueError as error:
-        body["filters"] = f'<p class="note">{html.escape(str(error))}</p>'
-    if figures.activations(model, x[0]):
-        shown = []
-        for i in _examples(y, examples):
-            p = int(probs[i].argmax())
-            caption = (f"test image {i}: true {names[y[i]]}, predicted {names[p]} "
-                       f"({100 * probs[i, p]:.1f}%)")
-            png = figures.feature_maps(model, x[i], title=f"test image {i} ({names[y[i]]})")
-            shown.append(f"<figure>{_image(png, caption)}<figcaption>{html.escape(caption)}"
-                         "</figcaption></figure>")
-        body["feature-maps"] = "".join(shown) + (
-            '<p class="note">The output of every convolution (before its activation), each map '
-            "scaled to its own range: bright is high.</p>")
-    else:
-        body["feature-maps"] = '<p class="note">The model has no convolution: no feature maps.</p>'
-    body["mistakes"] = _image(figures.mistakes(model, x, y, names, probs=probs, k=max_mistakes),
-                              "the most confidently wrong test images")
+        return f'<p class="note">{html.escape(str(error))}</p>'
 
-    title = title or f"cnnlab report: {run_dir.resolve().name}"
-    on = f": {html.escape(data)}" if data else ""
-    headline = (f'<p class="headline">Test accuracy <b>{100 * accuracy:.2f}%</b> (top-{top} '
-                f"{100 * top_k:.1f}%, loss {loss:.4f}) on {len(y):,} images{on}.</p>")
+
+def _feature_maps(model, x: np.ndarray, y: np.ndarray, names: list[str], probs: np.ndarray,
+                  examples: int) -> str:
+    if not figures.activations(model, x[0]):
+        return '<p class="note">The model has no convolution: no feature maps.</p>'
+    shown = []
+    for i in _examples(y, examples):
+        p = int(probs[i].argmax())
+        caption = (f"test image {i}: true {names[y[i]]}, predicted {names[p]} "
+                   f"({100 * probs[i, p]:.1f}%)")
+        png = figures.feature_maps(model, x[i], title=f"test image {i} ({names[y[i]]})")
+        shown.append(f"<figure>{_image(png, caption)}<figcaption>{html.escape(caption)}"
+                     "</figcaption></figure>")
+    return "".join(shown) + (
+        '<p class="note">The output of every convolution (before its activation), each map '
+        "scaled to its own range: bright is high.</p>")
+
+
+def _page(title: str, run_dir: Path, headline: str, body: dict[str, str]) -> str:
     nav = "".join(f'<a href="#{key}">{heading}</a>' for key, heading in SECTIONS.items())
     sections = "".join(f'<section id="{key}"><h2>{heading}</h2>{body[key]}</section>'
                        for key, heading in SECTIONS.items())
-    page = f"""<!doctype html>
+    return f"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -161,6 +173,3 @@ def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
 </body>
 </html>
 """
-    path = run_dir / "report.html"
-    io.atomic_write(path, page.encode("utf-8"))
-    return path

@@ -7,11 +7,9 @@ splits the work itself: each of n threads takes every n-th chunk of a convolutio
 (im2col, GEMM, col2im, all in cache) and returns its chunks' parts of the weight gradients,
 which are added in chunk order, so a run is reproducible bit for bit for a given number of
 threads; Dense layers split their rows, and ReLU, BatchNorm, 2×2 max pooling and residual
-additions their memory or channels. Measured on
-bench/speed.py's 2-core machine: ResNet-8's 16→16 convolutions at 28×28, forward + backward,
-45 → 27 ms (two processes, 2 BLAS threads against 2 cnnlab threads).
+additions their memory or channels (what this gained: docs/performance.md).
 
-    cnnlab.threads.set_num_threads(4)    # or CNNLAB_NUM_THREADS=4; 1 = NumPy and BLAS as they are
+    cnnlab.runtime.threads.set_num_threads(4)    # or CNNLAB_NUM_THREADS=4; 1 = NumPy and BLAS as they are
 
 The default is the number of threads the BLAS has when cnnlab first needs to know (what
 OPENBLAS_NUM_THREADS, OMP_NUM_THREADS or threadpoolctl set; the number of cores otherwise).
@@ -59,7 +57,7 @@ def set_num_threads(n: int, _source: str | None = None) -> None:
     global _count, _pool, _controller
     what = _source or "set_num_threads"
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"cnnlab.threads: {what} needs a whole number ≥ 1. Received: {n!r}")
+        raise ValueError(f"cnnlab.runtime.threads: {what} needs a whole number ≥ 1. Received: {n!r}")
     if n > 1:
         try:
             from threadpoolctl import ThreadpoolController

@@ -8,94 +8,23 @@ uninterrupted one on the same machine with the same BLAS thread count.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from cnnlab import io
-from cnnlab.core import DataError
+from cnnlab import io, runtime
+from cnnlab.core import DataError, ModelFileError
 from cnnlab.data.loader import Loader, Preprocess
-from cnnlab.losses import softmax
-from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
-
-COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-
-
-class History:
-    """One row per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds."""
-
-    def __init__(self, rows=None) -> None:
-        self.rows: list[dict] = list(rows or [])
-
-    def __getitem__(self, column: str) -> list:
-        return [row.get(column) for row in self.rows]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def to_csv(self) -> str:
-        lines = [",".join(COLUMNS)]
-        for row in self.rows:
-            lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in COLUMNS))
-        return "\n".join(lines) + "\n"
-
-    def write_csv(self, path) -> None:
-        io.atomic_write(path, self.to_csv().encode())
+from cnnlab.optim import clip_grad_norm
+from cnnlab.train.evaluate import evaluate
+from cnnlab.train.history import History
 
 
-class Callback:
-    """Hooks called by fit(). Set `trainer.stop = "reason"` to end training after this epoch."""
-
-    def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
-        pass
-
-    def state(self) -> dict:
-        return {}
-
-    def load_state(self, state: dict) -> None:
-        pass
-
-
-class EarlyStopping(Callback):
-    """Stops when `monitor` has not improved by more than min_delta for `patience` epochs
-    (lower is better for a loss, higher for an accuracy)."""
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, min_delta: float = 0.0):
-        if monitor not in COLUMNS[1:5]:
-            raise ValueError(f"EarlyStopping: monitor must be one of {', '.join(COLUMNS[1:5])}. "
-                             f"Received: monitor={monitor!r}")
-        self.monitor, self.patience, self.min_delta = monitor, patience, min_delta
-        self.best: float | None = None
-        self.wait = 0
-
-    def on_epoch_end(self, trainer: Trainer, row: dict) -> None:
-        value = row.get(self.monitor)
-        if value is None:
-            raise ValueError(f"EarlyStopping: monitor={self.monitor!r} needs validation data (val=...)")
-        sign = -1 if self.monitor.endswith("loss") else 1
-        if self.best is None or sign * (value - self.best) > self.min_delta:
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            trainer.stop = (f"early stopping: {self.monitor} has not improved on {self.best:.4g} "
-                            f"for {self.patience} epochs")
-
-    def state(self) -> dict:
-        return {"best": self.best, "wait": self.wait}
-
-    def load_state(self, state: dict) -> None:
-        best, wait = state.get("best"), state.get("wait", 0)
-        if not (best is None or isinstance(best, int | float)) or not isinstance(wait, int):
-            raise ValueError(f"EarlyStopping: cannot restore the state {state}")
-        self.best, self.wait = best, wait
-
-
-def _as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
+def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
     if isinstance(data, Loader):
         return data
     x, y = data
@@ -115,8 +44,8 @@ class Trainer:
                  schedule=None, callbacks=(), seed=0, transform=None, clip_norm=None, out=None,
                  checkpoint_every=0, progress=None, verbose=True):
         self.model, self.loss, self.optimizer = model, loss, optimizer
-        self.train = _as_loader(train, model, batch_size, shuffle=True, seed=seed, transform=transform)
-        self.val = None if val is None else _as_loader(val, model, 512, shuffle=False, seed=seed)
+        self.train = as_loader(train, model, batch_size, shuffle=True, seed=seed, transform=transform)
+        self.val = None if val is None else as_loader(val, model, 512, shuffle=False, seed=seed)
         self.epochs, self.schedule, self.callbacks = epochs, schedule, list(callbacks)
         self.seed, self.clip_norm, self.checkpoint_every = seed, clip_norm, checkpoint_every
         self.out = None if out is None else Path(out)
@@ -140,29 +69,20 @@ class Trainer:
     # ----------------------------------------------------------- checkpoints
     @property
     def last_checkpoint(self) -> Path | None:
-        return None if self.out is None else self.out / "last.ckpt.safetensors"
+        return None if self.out is None else self.out / io.CHECKPOINT
 
     def save_checkpoint(self, path) -> None:
-        arrays, optim_meta = self.optimizer.state_dict()
-        tensors = {**io.model_tensors(self.model), **{f"optim.{k}": v for k, v in arrays.items()}}
-        training = {
+        """The run as it stands (cnnlab.io.checkpoint holds the format)."""
+        io.write_checkpoint(path, self.model, self.optimizer, {
             "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
             "seed": self.train.seed, "batch_size": self.train.batch_size, "base_lr": self.base_lr,
-            "stop": self.stop,
-            "optimizer": optim_meta, "rng": io.rng_states(self.model),
-            "history": self.history.rows, "partial": self.partial, "best": self.best,
-            "callbacks": [c.state() for c in self.callbacks],
-        }
-        preprocess = self.model.preprocess.config() if self.model.preprocess is not None else None
-        io.write_file(path, tensors, {
-            "format": io.FORMAT, "architecture": json.dumps(io.architecture(self.model)),
-            "preprocess": json.dumps(preprocess), "class_names": json.dumps(self.model.class_names),
-            "training": json.dumps(training),
+            "stop": self.stop, "history": self.history.rows, "partial": self.partial,
+            "best": self.best, "callbacks": [c.state() for c in self.callbacks],
         })
 
     def resume(self, path) -> None:
-        tensors, metadata = io.read_file(path)
-        training = io.training_state(metadata, path)
+        checkpoint = io.read_checkpoint(path)
+        training = checkpoint.training
         if (training["seed"], training["batch_size"]) != (self.train.seed, self.train.batch_size):
             raise ValueError(
                 f"resume: {path} was trained with seed={training['seed']}, batch_size="
@@ -172,23 +92,19 @@ class Trainer:
                              f"this data has {len(self.train)} batches an epoch. Resume with the "
                              "same data to continue that run")
         try:
-            self._restore(path, tensors, metadata, training)
-        except io.ModelFileError:
+            self._restore(checkpoint)
+        except ModelFileError:
             raise
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
             # the state passed its type checks, yet does not fit this model or optimizer
-            raise io.ModelFileError(f"{path}: the training state does not fit this run: {error}") from None
+            raise ModelFileError(f"{path}: the training state does not fit this run: {error}") from None
 
-    def _restore(self, path, tensors, metadata, training) -> None:
-        io.assign(self.model, tensors, path)
-        saved = io.model_from(tensors, metadata, path)
-        self.model.preprocess, self.model.class_names = saved.preprocess, saved.class_names
-        self.train.preprocess = saved.preprocess if self.train.preprocess is not None else None
+    def _restore(self, checkpoint: io.Checkpoint) -> None:
+        io.restore(checkpoint, self.model, self.optimizer)
+        training, preprocess = checkpoint.training, self.model.preprocess
+        self.train.preprocess = preprocess if self.train.preprocess is not None else None
         if self.val is not None and self.val.preprocess is not None:
-            self.val.preprocess = saved.preprocess
-        self.optimizer.load_state_dict(
-            {k[6:]: v for k, v in tensors.items() if k.startswith("optim.")}, training["optimizer"])
-        io.set_rng_states(self.model, training["rng"])
+            self.val.preprocess = preprocess
         self.epoch, self.step = training["epoch"], training["step"]
         self.global_step, self.base_lr = training["global_step"], training["base_lr"]
         self.history, self.partial = History(training["history"]), training["partial"]
@@ -204,7 +120,6 @@ class Trainer:
             bar = self._bar(steps)
             for xb, yb in self.train.batches(self.epoch, self.step):
                 self._train_step(xb, yb, steps)
-                io.kill_point("step")  # a test hook: see io.kill_point
                 if bar is not None:
                     bar.update(len(xb))
                     bar.set_postfix(loss=f"{self.partial['loss'] / self.partial['seen']:.4f}",
@@ -227,8 +142,6 @@ class Trainer:
     def _bar(self, steps: int):
         if not self.progress:
             return None
-        from tqdm import tqdm
-
         done = min(self.step * self.train.batch_size, len(self.train.x))
         return tqdm(total=len(self.train.x), initial=done, unit="img", unit_scale=True,
                     desc=f"epoch {self.epoch + 1}/{self.epochs}", leave=False, file=sys.stderr)
@@ -244,8 +157,6 @@ class Trainer:
                 self._fail(f"the loss is {value}", xb, scores)
             self.model.backward(self.loss.backward(), input_grad=False)
         if self.clip_norm:
-            from cnnlab.optim import clip_grad_norm
-
             clip_grad_norm(self.model, self.clip_norm)
         bad = [name for name, p in self.model.parameters().items()
                if p.grad is not None and not np.isfinite(p.grad).all()]
@@ -342,6 +253,7 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int. Received: epochs={epochs!r}")
+    runtime.apply_defaults()
     trainer = Trainer(model, train, loss=loss, optimizer=optimizer, epochs=epochs,
                       batch_size=batch_size, val=val, schedule=schedule, callbacks=callbacks,
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
@@ -363,81 +275,3 @@ def first_nonfinite_layer(model, x: np.ndarray) -> str | None:
             if not np.isfinite(x).all():
                 return layer.label
     return None
-
-
-def _batches(model, data, batch_size: int):
-    if isinstance(data, Loader):
-        yield from data.batches(0)
-        return
-    x, y = data
-    x = np.asarray(x)
-    preprocess = model.preprocess if x.dtype == np.uint8 else None
-    if x.dtype == np.uint8 and preprocess is None:
-        raise ValueError("evaluate: uint8 images need model.preprocess (set by fit or cl.load)")
-    for start in range(0, len(x), batch_size):
-        xb = x[start : start + batch_size]
-        yield (preprocess(xb) if preprocess else xb), (None if y is None else y[start : start + batch_size])
-
-
-def predict_scores(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Scores (N, K) in inference mode; uint8 images are preprocessed as the model was trained."""
-    return np.concatenate([model.forward(xb) for xb, _ in _batches(model, (x, None), batch_size)])
-
-
-def predict(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities (N, K): the softmax of the scores."""
-    return softmax(predict_scores(model, x, batch_size))
-
-
-def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5) -> dict:
-    """Accuracy, top-k accuracy, mean loss, confusion matrix and per-class accuracy, computed in
-    batches in inference mode."""
-    scores, labels = [], []
-    for xb, yb in _batches(model, data, batch_size):
-        scores.append(model.forward(xb))
-        labels.append(yb)
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
-    confusion = confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1])
-    return {
-        "n": len(labels),
-        "accuracy": top_k_accuracy(scores, labels, 1),
-        f"top{k}": top_k_accuracy(scores, labels, k),
-        "loss": None if loss is None else loss.forward(scores, labels),
-        "confusion": confusion,
-        "per_class": per_class_accuracy(confusion),
-    }
-
-
-def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 10.0,
-            steps: int = 100, batch_size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The learning-rate range test (Smith 2017): lr grows geometrically from start to end, one
-    mini-batch each, until the loss exceeds 4× its best. Returns (lrs, losses); the model's
-    weights, buffers and random state and the optimizer's state are restored afterwards."""
-    loader = _as_loader(train, model, batch_size, shuffle=True, seed=seed)
-    saved = {k: v.copy() for k, v in io.model_tensors(model).items()}
-    optim_state, rng_state = optimizer.state_dict(), io.rng_states(model)
-    lrs = start * (end / start) ** (np.arange(steps) / max(steps - 1, 1))
-    losses: list[float] = []
-    try:
-        batches, epoch = loader.batches(0), 0
-        for lr in lrs:
-            try:
-                xb, yb = next(batches)
-            except StopIteration:
-                epoch += 1
-                batches = loader.batches(epoch)
-                xb, yb = next(batches)
-            optimizer.lr = float(lr)
-            # the range test drives the loss to overflow on purpose: detected below, not a warning
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-                value = loss.forward(model.forward(xb, training=True), yb)
-                if not math.isfinite(value) or (losses and value > 4 * min(losses)):
-                    break
-                losses.append(value)
-                model.backward(loss.backward(), input_grad=False)
-                optimizer.step()
-    finally:
-        io.assign(model, saved, "lr_find")
-        optimizer.load_state_dict(*optim_state)
-        io.set_rng_states(model, rng_state)  # dropout masks of a later fit are not shifted
-    return lrs[: len(losses)], np.array(losses)

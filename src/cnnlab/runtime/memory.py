@@ -10,9 +10,11 @@ keep_freed_memory() asks glibc to keep freed blocks for reuse instead: blocks up
 largest threshold glibc allows) come from the heap, and the heap is never trimmed. A step then
 faults about twice. The cost: the process keeps its high-water mark of memory until it exits
 (what PyTorch's caching allocators do on a GPU), and the setting holds for the whole process,
-since malloc is shared. Sequential.forward applies it once per process; set the environment
-variable CNNLAB_KEEP_MEMORY=0 to leave malloc alone, or call keep_freed_memory(False) to return
-to glibc's fixed default thresholds. Elsewhere than glibc (macOS, musl) it does nothing.
+since malloc is shared. So no layer applies it: cnnlab's entry points do, once per process
+(cl.fit, cl.evaluate, cl.predict, cl.lr_find and the cnnlab command, through
+cnnlab.runtime.apply_defaults). Set the environment variable CNNLAB_KEEP_MEMORY=0, or call
+cnnlab.runtime.configure(keep_memory=False), to leave malloc alone; keep_freed_memory(False)
+returns to glibc's fixed default thresholds. Elsewhere than glibc (macOS, musl) it does nothing.
 """
 
 from __future__ import annotations
@@ -49,9 +51,15 @@ def keep_freed_memory(keep: bool = True) -> bool:
     return all(libc.mallopt(option, value) == 1 for option, value in settings.items())
 
 
+def leave_alone() -> None:
+    """malloc stays as it is for the rest of the process: apply_default() does nothing."""
+    global _decided
+    _decided = True
+
+
 def apply_default() -> None:
     """Once per process, keep_freed_memory() unless CNNLAB_KEEP_MEMORY=0 or the caller already
-    chose. Called by Sequential.forward."""
+    chose. Called by cnnlab's entry points (cnnlab.runtime.apply_defaults), never by a layer."""
     global _decided
     if _decided:
         return

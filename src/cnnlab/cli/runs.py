@@ -1,0 +1,89 @@
+"""Run directories: the names of the files `cnnlab train` keeps in one, its config.toml (written
+by train, read back by -c, --resume, evaluate and report) and the default folder of a new run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import tomllib
+from pathlib import Path
+
+from cnnlab.cli.common import Failure, UsageError
+from cnnlab.files import atomic_write
+
+CHECKPOINT = "last.ckpt.safetensors"
+CONFIG = "config.toml"  # what a run directory keeps of its options, readable by -c
+
+
+def run_dir(model: str) -> Path:
+    """runs/<model>-<timestamp>, with -2, -3, ... when that folder exists."""
+    stem = Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = stem, 1
+    while out.exists():
+        n += 1
+        out = stem.with_name(f"{stem.name}-{n}")
+    return out
+
+
+def read_config(path: str | Path, actions: dict[str, argparse.Action]) -> dict:
+    """The options of a TOML file, keyed and checked like the long flags."""
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise Failure(f"{path}: no such config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: not valid TOML ({error})") from None
+    except RecursionError:  # arrays or tables nested thousands deep
+        raise UsageError(f"{path}: not valid TOML (nested too deep)") from None
+    options = {}
+    for key, value in table.items():
+        flag = key.replace("_", "-")
+        if flag not in actions:
+            raise UsageError(f"{path}: unknown key {key!r}; the keys are the long flags of "
+                             f"cnnlab train: {', '.join(actions)}")
+        action = actions[flag]
+        if flag == "input" and isinstance(value, list):
+            value = "x".join(map(str, value))
+        if isinstance(value, bool) or not isinstance(value, str | int | float) or (
+                action.type is None and not isinstance(value, str)):
+            raise UsageError(f"{path}: {key} = {value!r} has the wrong type")
+        try:
+            value = action.type(str(value)) if action.type else value
+        except argparse.ArgumentTypeError as error:
+            raise UsageError(f"{path}: {key}: {error}") from None
+        if action.choices is not None and value not in action.choices:
+            raise UsageError(f"{path}: {key} = {value!r}; expected one of {', '.join(action.choices)}")
+        options[flag] = value
+    return options
+
+
+def write_config(path: Path, opts: dict) -> None:
+    """The options of a run as TOML, keyed by the long flags (so `cnnlab train -c` reads them)."""
+    lines = [f"# cnnlab train options of this run; reuse with: cnnlab train -c {path}"]
+    for key, value in opts.items():
+        if isinstance(value, tuple):
+            value = "x".join(map(str, value))
+        lines.append(f"{key} = {json.dumps(value)}")  # a JSON string or number is valid TOML
+    atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+
+def recorded_data(folder: Path) -> str | None:
+    """The --data a run was trained on, from FOLDER/config.toml: None when there is no such file
+    or it records no data; a Failure naming the file and saying "give --data" when it cannot be
+    read, is not valid TOML, or its data is not a string."""
+    config = Path(folder) / CONFIG
+    if not config.is_file():
+        return None
+    try:
+        with open(config, "rb") as f:
+            spec = tomllib.load(f).get("data")
+    except OSError as error:
+        raise Failure(f"{config}: cannot read ({error.strerror or error}); give --data") from None
+    except (ValueError, RecursionError) as error:  # TOMLDecodeError, UnicodeDecodeError: ValueErrors
+        raise Failure(f"{config}: not valid TOML ({error}); give --data") from None
+    if not isinstance(spec, str | None):
+        raise Failure(f"{config}: data = {spec!r} is not a dataset name or folder; give --data")
+    return spec

@@ -1,0 +1,67 @@
+"""Using a trained model: `cnnlab evaluate` (accuracy, per-class accuracy, confusion matrix on a
+split) and `cnnlab predict` (the most likely classes of image files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import cnnlab as cl
+from cnnlab.cli.common import Failure, one_line, say
+from cnnlab.cli.runs import recorded_data
+from cnnlab.data.folder import read_image
+from cnnlab.data.sources import Source, default_data
+from cnnlab.metrics import format_confusion
+
+
+def cmd_evaluate(args) -> int:
+    """cnnlab evaluate MODEL [--data NAME|PATH] [--split S]: without --data, the data recorded in
+    the model's run directory, else the default data."""
+    model = cl.load(args.model)
+    spec = args.data if args.data is not None else recorded_data(Path(args.model).parent)
+    source = Source(spec or default_data(report=say), holdout=False, report=say)
+    x, y, classes, what = source.load_for(model, args.split, args.model)
+    result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy())
+    k = min(5, len(classes))
+    print(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images")
+    print(f"accuracy {100 * result['accuracy']:.2f}%   top-{k} {100 * result['top5']:.2f}%   "
+          f"loss {result['loss']:.4f}\n")
+    width = max(len("class"), *(len(n) for n in classes))
+    print(f"{'class':<{width}}  accuracy  images")
+    counts = result["confusion"].sum(axis=1)
+    for name, acc, count in zip(classes, result["per_class"], counts, strict=True):
+        text = "—" if np.isnan(acc) else f"{100 * acc:.1f}%"
+        print(f"{name:<{width}}  {text:>8}  {count:>6,}")
+    print("\n" + format_confusion(result["confusion"], classes))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """cnnlab predict MODEL IMAGE... [--json] [--top K]: exit status 1 if any image failed."""
+    model = cl.load(args.model)
+    if model.preprocess is None:
+        raise Failure(f"{args.model} has no input preprocessing (save a model trained by cl.fit)")
+    classes = model.class_names or [str(i) for i in range(model.out_shape[-1])]
+    k = min(args.top, len(classes))
+    failed = 0
+    for path in args.images:
+        try:
+            image, note = read_image(path, model.input_shape)
+        except cl.DataError as error:
+            say(f"cnnlab: error: {one_line(error)}")
+            failed += 1
+            continue
+        if note:
+            say(note)
+        probs = cl.predict(model, image[None])[0]
+        top = np.argsort(-probs, kind="stable")[:k]
+        if args.json:
+            print(json.dumps({"file": path, f"top{k}": [
+                {"class": classes[i], "prob": round(float(probs[i]), 6)} for i in top]}), flush=True)
+        else:
+            width = max(len(classes[i]) for i in top)
+            print("\n".join([path, *(f"  {classes[i]:<{width}}  {100 * probs[i]:6.2f}%" for i in top)]))
+    return 1 if failed else 0

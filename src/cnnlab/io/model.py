@@ -1,0 +1,59 @@
+"""Model files: one .safetensors file with a model's weights, buffers, architecture,
+preprocessing and class names.
+
+    cl.save(model, "model.safetensors");  model = cl.load("model.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from cnnlab.core import ModelFileError
+from cnnlab.data.loader import Preprocess
+from cnnlab.io.architecture_json import architecture, from_architecture
+from cnnlab.io.tensors import FORMAT, assign, meta_json, model_tensors, read_file, write_file
+from cnnlab.layers import Sequential
+
+
+def model_metadata(model: Sequential) -> dict[str, str]:
+    """What every cnnlab file says of its model: format, architecture, preprocessing, classes."""
+    preprocess = model.preprocess.config() if model.preprocess is not None else None
+    return {
+        "format": FORMAT,
+        "architecture": json.dumps(architecture(model)),
+        "preprocess": json.dumps(preprocess),
+        "class_names": json.dumps(model.class_names),
+    }
+
+
+def save(model: Sequential, path: str | os.PathLike) -> None:
+    """One .safetensors file: weights, buffers, architecture, preprocessing, class names."""
+    if not isinstance(model, Sequential) or not model.built:
+        raise ValueError("save: expected a built cnnlab Sequential")
+    write_file(path, model_tensors(model), model_metadata(model))
+
+
+def load(path: str | os.PathLike) -> Sequential:
+    """The model saved by `save` (or a checkpoint's model), with its weights."""
+    tensors, metadata = read_file(path)
+    return model_from(tensors, metadata, path)
+
+
+def model_from(tensors, metadata, path) -> Sequential:
+    """The model a file's tensors and metadata describe (read_file's output), every name,
+    shape and metadata entry checked; errors name `path`."""
+    stored = sum(v.size for k, v in tensors.items() if k.startswith("param."))
+    model = from_architecture(meta_json(metadata, "architecture", path), max_weights=stored)
+    assign(model, tensors, path)
+    preprocess = meta_json(metadata, "preprocess", path)
+    if preprocess is not None:
+        try:
+            model.preprocess = Preprocess(**preprocess)
+        except (TypeError, ValueError) as error:
+            raise ModelFileError(f"{path}: bad preprocess metadata: {error}") from None
+    names = meta_json(metadata, "class_names", path)
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
+        raise ModelFileError(f"{path}: class_names must be a list of strings")
+    model.class_names = names
+    return model

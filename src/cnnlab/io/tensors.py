@@ -1,0 +1,127 @@
+"""The safetensors container and a model's tensors in it.
+
+A file holds tensors named "param.<name>" and "buffer.<name>" (in a checkpoint also
+"optim.<name>.<slot>") and string metadata, among it "format" (FORMAT) and "sha256": the digest
+of every tensor's name, dtype, shape and bytes, checked on every read. Reading never unpickles or
+evaluates anything: the header is JSON, parsed only once its length fits the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load as unpack_safetensors
+from safetensors.numpy import save as pack_safetensors
+
+from cnnlab.core import Layer, ModelFileError, walk
+from cnnlab.files import atomic_write
+
+FORMAT = "cnnlab/1"
+#: headers above this are refused before they are parsed (a real one is a few kB)
+MAX_HEADER = 16 << 20
+
+
+def digest(tensors: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        h.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        h.update(array.tobytes())
+    return h.hexdigest()
+
+
+def write_file(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """A safetensors file of `tensors` and string `metadata`, with the tensors' SHA-256 added,
+    written atomically."""
+    data = pack_safetensors({k: np.ascontiguousarray(v) for k, v in tensors.items()},
+                            metadata={**metadata, "sha256": digest(tensors)})
+    atomic_write(path, data)
+
+
+def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Tensors and metadata of a cnnlab safetensors file, integrity checked."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ModelFileError(f"{path}: cannot read ({error.strerror or error})") from None
+    if len(raw) < 8:
+        raise ModelFileError(f"{path}: not a safetensors file ({len(raw)} bytes)")
+    (size,) = struct.unpack("<Q", raw[:8])
+    if size > min(MAX_HEADER, len(raw) - 8):
+        raise ModelFileError(f"{path}: not a safetensors file (header length {size} is impossible "
+                             f"for a {len(raw)}-byte file)")
+    try:
+        header = json.loads(raw[8 : 8 + size])
+        metadata = header.get("__metadata__") or {}
+    except (ValueError, AttributeError, RecursionError):  # RecursionError: "[[[[..." nested deep
+        raise ModelFileError(f"{path}: not a safetensors file (the header is not JSON)") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: not a cnnlab model file (format {metadata.get('format')!r}, "
+                             f"expected {FORMAT!r})" if isinstance(metadata, dict) else
+                             f"{path}: metadata is not a string map")
+    try:
+        tensors = unpack_safetensors(raw)
+    except (SafetensorError, ValueError, TypeError, OverflowError) as error:
+        raise ModelFileError(f"{path}: corrupt safetensors data ({error})") from None
+    except KeyError as error:  # a dtype NumPy lacks (BF16, F8_*): cnnlab never writes one
+        raise ModelFileError(f"{path}: unsupported tensor dtype {error}") from None
+    if metadata.get("sha256") != digest(tensors):
+        raise ModelFileError(f"{path}: the tensors do not match their SHA-256 (corrupted or "
+                             "modified file); refusing to use them")
+    return tensors, metadata
+
+
+def _meta_json(metadata: dict[str, str], key: str, path):
+    try:
+        return json.loads(metadata.get(key, "null"))
+    except (ValueError, RecursionError):
+        raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON") from None
+
+
+def meta_json(metadata: dict[str, str], key: str, path):
+    """A metadata entry parsed as JSON ("null" when absent); ModelFileError when it is not JSON."""
+    try:
+        return json.loads(metadata.get(key, "null"))
+    except (ValueError, RecursionError):
+        raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON") from None
+
+
+def model_tensors(model: Layer) -> dict[str, np.ndarray]:
+    tensors = {f"param.{k}": p.data for k, p in model.parameters().items()}
+    tensors.update({f"buffer.{k}": b for k, b in model.buffers().items()})
+    return tensors
+
+
+def assign(model: Layer, tensors: dict[str, np.ndarray], path) -> None:
+    """Copies the file's tensors into the model; every name and shape must match exactly."""
+    expected = model_tensors(model)
+    stored = {k: v for k, v in tensors.items() if k.startswith(("param.", "buffer."))}
+    if missing := sorted(set(expected) - set(stored)):
+        raise ModelFileError(f"{path}: tensors missing for {', '.join(missing[:5])}")
+    if extra := sorted(set(stored) - set(expected)):
+        raise ModelFileError(f"{path}: tensors {', '.join(extra[:5])} belong to no layer")
+    for name, target in expected.items():
+        value = stored[name]
+        if value.shape != target.shape or value.dtype != target.dtype:
+            raise ModelFileError(f"{path}: {name} is {value.dtype}{value.shape}, the architecture "
+                                 f"needs {target.dtype}{target.shape}")
+        target[...] = value
+
+
+def rng_states(model: Layer) -> dict[str, dict]:
+    """The state of every layer-owned Generator (Dropout), for exact resumption."""
+    return {name: layer.rng.bit_generator.state for name, layer in walk(model)
+            if layer.rng is not None}
+
+
+def set_rng_states(model: Layer, states: dict[str, dict]) -> None:
+    for name, layer in walk(model):
+        if name in states:
+            layer.rng.bit_generator.state = states[name]

@@ -1,0 +1,50 @@
+"""The kernels: the convolution and pooling math on NCHW arrays, the only code that plays with
+strides. The layers (cnnlab.layers) are thin classes around them.
+
+    geometry.py   the window's arguments (Pair, Padding), out_size, pad, one kernel offset's view
+    chunks.py     samples per chunk, the batch's chunks, the backward skeleton the conv paths share
+    plain.py      im2col, col2im and the plain convolution path (conv_forward_cols, any window)
+    wide.py       the wide path: stride-1 convolutions over whole padded rows (conv_forward_wide)
+    same.py       the "same" path: output (H/S, W/S) by phases and shifted runs (conv_forward_same)
+    pool.py       max and average pooling over any window
+    pool2x2.py    the 2×2/2 max pooling fast path
+
+Every path is tested equal to the plain one (tests/test_kernels.py). The functions keep no
+state between calls, but they are not pure functions of their arguments alone: the chunked
+convolution paths (plain, wide, same) also depend on cnnlab's thread count
+(cnnlab.runtime.threads.num_threads), which decides how the batch is chunked and in what order
+the chunks' partial weight gradients are added (chunks.py). Their results are bit-identical for
+a given thread count, and may differ in the last bits from one count to another. The pooling
+kernels split work over the threads too (2×2/2) but add nothing across it: the same bits on any
+count.
+
+The package may import NumPy and cnnlab.runtime.threads (and cnnlab.core, if ever needed);
+never the layers, io, train, data, viz or the CLI, which all build on the kernels.
+"""
+
+from cnnlab.kernels.geometry import Padding, Pair, out_size, pad
+from cnnlab.kernels.plain import col2im, conv_backward_cols, conv_forward_cols, im2col
+from cnnlab.kernels.pool import avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
+from cnnlab.kernels.pool2x2 import maxpool2x2_applies, maxpool2x2_backward, maxpool2x2_forward
+from cnnlab.kernels.same import (
+    col2im_same,
+    conv_backward_same,
+    conv_forward_same,
+    conv_same_applies,
+    im2col_same,
+)
+from cnnlab.kernels.wide import (
+    conv_backward_wide,
+    conv_forward_wide,
+    conv_wide_applies,
+    im2col_wide,
+    wide_planes,
+)
+
+__all__ = [
+    "Padding", "Pair", "avgpool_backward", "avgpool_forward", "col2im", "col2im_same",
+    "conv_backward_cols", "conv_backward_same", "conv_backward_wide", "conv_forward_cols",
+    "conv_forward_same", "conv_forward_wide", "conv_same_applies", "conv_wide_applies", "im2col",
+    "im2col_same", "im2col_wide", "maxpool2x2_applies", "maxpool2x2_backward", "maxpool2x2_forward",
+    "maxpool_backward", "maxpool_forward", "out_size", "pad", "wide_planes",
+]

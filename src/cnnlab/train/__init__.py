@@ -1,0 +1,19 @@
+"""Training and using a model: the loop, its records, evaluation, the learning-rate range test.
+
+    loop.py      fit() and its Trainer: batches, steps, schedules, checkpoints, resumption
+    history.py   History (one row per epoch), Callback, EarlyStopping
+    evaluate.py  evaluate, predict, predict_scores: the one evaluation everything uses
+    lr_find.py   the learning-rate range test
+
+The entry points here (fit, evaluate, predict, lr_find) apply cnnlab's process settings first
+(cnnlab.runtime.apply_defaults). train may import core, files, runtime, data, layers, losses,
+optim, metrics and io; never viz or cli.
+"""
+
+from cnnlab.train.evaluate import evaluate, predict, predict_scores
+from cnnlab.train.history import COLUMNS, Callback, EarlyStopping, History
+from cnnlab.train.loop import Trainer, first_nonfinite_layer, fit
+from cnnlab.train.lr_find import lr_find
+
+__all__ = ["COLUMNS", "Callback", "EarlyStopping", "History", "Trainer", "evaluate",
+           "first_nonfinite_layer", "fit", "lr_find", "predict", "predict_scores"]

@@ -1,0 +1,58 @@
+"""What the zoo's builders share: the ImageNet input, the papers' top-5 errors,
+and small helpers (a model from a layer list, PyTorch's rounding, conv + BatchNorm, ResNet's
+basic block)."""
+
+from __future__ import annotations
+
+from cnnlab.core import Layer, Shape
+from cnnlab.layers import BatchNorm2D, Conv2D, ReLU, Residual, Sequential
+
+IMAGENET: Shape = (3, 224, 224)
+
+#: the ImageNet top-5 error (%) each model's paper reported, and under which protocol (papers by
+#: arXiv year; ResNet-18's paper gives its top-1 error only: 27.88%, Table 2)
+PAPER_TOP5: dict[str, tuple[float, str]] = {
+    "alexnet": (16.4, "Krizhevsky et al. 2012: 5 CNNs averaged, ILSVRC-2012 test "
+                      "(one CNN: 18.2% val; 15.3% with extra pre-training data)"),
+    "vgg11": (10.4, "Simonyan & Zisserman 2014, Table 3: net A, one test scale, val"),
+    "vgg13": (9.9, "Simonyan & Zisserman 2014, Table 3: net B, one test scale, val"),
+    "vgg16": (8.1, "Simonyan & Zisserman 2014, Table 3: net D, scale jitter, one test scale, "
+                   "val (7.5% multi-scale, Table 4)"),
+    "vgg19": (8.0, "Simonyan & Zisserman 2014, Table 3: net E, scale jitter, one test scale, "
+                   "val (7.5% multi-scale, Table 4)"),
+    "googlenet": (6.67, "Szegedy et al. 2014: 7 models, 144 crops, ILSVRC-2014 test "
+                        "(1 model, 1 crop: 10.07%)"),
+    "resnet34": (5.71, "He et al. 2015, Table 4: ResNet-34 B, single model, val"),
+    "resnet50": (5.25, "He et al. 2015, Table 4: single model, val"),
+    "se-resnet50": (6.62, "Hu et al. 2017, Table 2: single 224 crop, val (their ResNet-50 "
+                          "re-implementation: 7.48%)"),
+}
+
+
+def _model(layers: list[Layer], input_shape: Shape, seed: int, build: bool) -> Sequential:
+    return Sequential(layers, input_shape=input_shape if build else None, seed=seed)
+
+
+def _shape_after(layers: list[Layer], input_shape: Shape) -> Shape:
+    shape = tuple(input_shape)
+    for layer in layers:
+        shape = layer.output_shape(shape)
+    return shape
+
+
+def _floor(stride: int) -> str:
+    """PyTorch rounds output sizes down: a strided window needs fit="floor" to do the same."""
+    return "floor" if stride > 1 else "exact"
+
+
+def _conv_bn(filters: int, size: int, stride: int = 1, padding: int = 0, eps: float = 1e-5) -> list:
+    return [Conv2D(filters, size, stride, padding, bias=False, fit=_floor(stride)),
+            BatchNorm2D(eps=eps)]
+
+
+def _basic_block(filters: int, stride: int, in_channels: int) -> Residual:
+    """ResNet's basic block: two 3×3 conv–BN, the first strided; projection shortcut (1×1 conv
+    with the stride, BN) when the shape changes, identity otherwise."""
+    branch = [*_conv_bn(filters, 3, stride, 1), ReLU(), *_conv_bn(filters, 3, 1, 1)]
+    change = stride != 1 or in_channels != filters
+    return Residual(branch, _conv_bn(filters, 1, stride) if change else None)

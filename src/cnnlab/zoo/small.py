@@ -1,0 +1,102 @@
+"""The small models: trained on a CPU at 28×28×1 and 32×32×3 (fmnist-cnn, lenet5, resnet8, ...)."""
+
+from __future__ import annotations
+
+from cnnlab.core import Shape
+from cnnlab.layers import (
+    AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Tanh,
+)
+from cnnlab.zoo._common import _basic_block, _conv_bn, _model
+
+
+def fmnist_cnn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+               build: bool = True) -> Sequential:
+    """Two 3×3 convolutions (32, 64 filters, padding 1) each with ReLU and 2×2 max pooling, then
+    Dense 128 and the classifier: 421,642 parameters at 28×28×1."""
+    return _model([Conv2D(32, 3, padding=1), ReLU(), MaxPool2D(2),
+                   Conv2D(64, 3, padding=1), ReLU(), MaxPool2D(2),
+                   Flatten(), Dense(128), ReLU(), Dense(num_classes)], input_shape, seed, build)
+
+
+def fmnist_cnn_bn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+                  build: bool = True) -> Sequential:
+    """The stronger recipe's network: three conv–BatchNorm–ReLU stages (32, 64, 128 filters of
+    3×3; 2×2 max pooling after the first two), dropout, Dense 256 with BatchNorm and dropout.
+    About twice the reference CNN's multiply-adds; most of its gain comes from training."""
+
+    def block(filters: int) -> list:
+        return [Conv2D(filters, 3, padding=1, bias=False), BatchNorm2D(), ReLU()]
+
+    return _model(
+        [*block(32), MaxPool2D(2), *block(64), MaxPool2D(2), *block(128), Dropout(0.25),
+         Flatten(), Dense(256, bias=False), BatchNorm1D(), ReLU(), Dropout(0.4), Dense(num_classes)],
+        input_shape, seed, build)
+
+
+def lenet5(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+           build: bool = True) -> Sequential:
+    """LeCun et al. 1998 as commonly rebuilt: conv 6@5×5 (padding 2 for 28×28 input) – tanh –
+    avg pool 2 – conv 16@5×5 – tanh – avg pool 2 – Dense 120 – 84 – classes."""
+    pad = 2 if input_shape[1] == 28 else 0
+    return _model([Conv2D(6, 5, padding=pad), Tanh(), AvgPool2D(2),
+                   Conv2D(16, 5), Tanh(), AvgPool2D(2),
+                   Flatten(), Dense(120), Tanh(), Dense(84), Tanh(), Dense(num_classes)],
+                  input_shape, seed, build)
+
+
+def mlp(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+        build: bool = True) -> Sequential:
+    """The lecture's stretched-pixel baseline: every pixel into one vector, two hidden layers."""
+    return _model([Flatten(), Dense(512), ReLU(), Dense(256), ReLU(), Dense(num_classes)],
+                  input_shape, seed, build)
+
+
+def vgg_small(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+              build: bool = True) -> Sequential:
+    """VGG's recipe at CPU size: three stages of two 3×3 conv–BatchNorm–ReLU (32, 64, 128 filters)
+    each ending in 2×2 max pooling (28 → 14 → 7 → 3, 32 → 16 → 8 → 4), then dropout, Dense 256
+    and the classifier."""
+
+    def block(filters: int) -> list:
+        return [Conv2D(filters, 3, padding=1, bias=False), BatchNorm2D(), ReLU()]
+
+    layers = []
+    for filters in (32, 64, 128):
+        layers += [*block(filters), *block(filters), MaxPool2D(2, fit="floor")]
+    return _model([*layers, Flatten(), Dropout(0.5), Dense(256), ReLU(), Dropout(0.5),
+                   Dense(num_classes)], input_shape, seed, build)
+
+
+def _cifar_resnet(blocks: int, num_classes: int) -> list:
+    layers, channels = [*_conv_bn(16, 3, 1, 1), ReLU()], 16
+    for stage, filters in enumerate((16, 32, 64)):
+        for i in range(blocks):
+            layers += [_basic_block(filters, 2 if stage and not i else 1, channels), ReLU()]
+            channels = filters
+    return [*layers, GlobalAvgPool2D(), Dense(num_classes)]
+
+
+def resnet8(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+            build: bool = True) -> Sequential:
+    """A CPU-sized ResNet: 3×3 conv 16 stem, three stages of one basic residual block (16, 32,
+    64 filters, stride 2 between stages, projection shortcuts), global average pooling, Dense."""
+    return _model(_cifar_resnet(1, num_classes), input_shape, seed, build)
+
+
+def resnet20(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+             build: bool = True) -> Sequential:
+    """He et al.'s CIFAR ResNet-20 (6n + 2 layers, n = 3): three stages of three basic blocks
+    (16, 32, 64 filters); projection shortcuts where the shape changes (the paper's CIFAR net
+    pads with zeros instead: 2,752 fewer parameters, 0.27 M at 32×32×3)."""
+    return _model(_cifar_resnet(3, num_classes), input_shape, seed, build)
