@@ -50,7 +50,11 @@ def run(work):
 
 def test_train_writes_a_run_and_ends_with_the_test_accuracy(run):
     folder, result = run
-    assert "fashion-mnist-mini (the bundled subset of Fashion-MNIST): 1,000 training, 2,000 test" \
+    # --val-split's default 0.1 of the 1,000 training images (--limit), stratified by class
+    counts = re.search(r"fashion-mnist-mini \(the bundled subset of Fashion-MNIST\): (\d+) training, "
+                       r"(\d+) validation, 2,000 test images", result.stderr)
+    assert counts and int(counts[1]) + int(counts[2]) == 1000 and 95 <= int(counts[2]) <= 105
+    assert "test  loss " in result.stderr and "on 2,000 test images, evaluated once, after training" \
         in result.stderr
     assert "epoch 1/1" in result.stderr and "epoch 2/" not in result.stderr
     line = result.stdout.strip()
@@ -163,11 +167,16 @@ def test_image_folders_train_with_a_held_out_part_and_evaluate_by_class_name(run
                     cwd=work)
     assert result.returncode == 0, result.stderr
     assert "60 images in 3 classes; converted: 60 resized to 28×28 (from 32×32)" in result.stderr
-    assert "54 training, 6 held-out images" in result.stderr
+    # 18 training images a class: 2 of each (0.1, rounded) held out for validation
+    assert "48 training, 6 validation, 6 held-out images" in result.stderr
     assert result.stdout.startswith("held-out accuracy ")
     assert "(top-3 100.0%) on 6 images" in result.stdout
+    # evaluate scores exactly what train held out: the 10th and 20th image of each class
+    result = cnnlab("evaluate", "shoprun/model.safetensors", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert "held-out split: 6 images" in result.stdout
     # the Fashion-MNIST model on the folder: its classes are matched by name, all 60 images used
-    result = cnnlab("evaluate", run[0] / "model.safetensors", "--data", "shop", cwd=work)
+    result = cnnlab("evaluate", run[0] / "model.safetensors", "--data", "shop", "--split", "all", cwd=work)
     assert result.returncode == 0, result.stderr
     assert "all split: 60 images" in result.stdout
     table = dict(line.split(None, 1) for line in result.stdout.splitlines()
@@ -288,7 +297,8 @@ def test_evaluate_and_report_use_the_data_recorded_in_config_toml(small_run, wor
     (run / "config.toml").write_text(f"data = {json.dumps(str(shapes))}\nepochs = 1\n")
     result = cnnlab("evaluate", run / "model.safetensors", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert f"model.safetensors on {shapes}, all split: 24 images" in result.stdout
+    # evaluate and report score the same images: the tenth of each class that train holds out
+    assert f"model.safetensors on {shapes}, held-out split: 2 images" in result.stdout
     assert "24 images in 2 classes" in result.stderr
     result = cnnlab("report", run, cwd=work)
     assert result.returncode == 0, result.stderr

@@ -74,7 +74,7 @@ def test_fit_loss_falls_and_history_matches_metrics_csv(fmnist, tmp_path):
 
     with open(tmp_path / "metrics.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert list(table[0]) == list(COLUMNS) and len(table) == 3
+    assert list(table[0]) == [*COLUMNS, "test_loss", "test_acc"] and len(table) == 3
     for row, saved in zip(history.rows, table, strict=True):
         for c in COLUMNS:
             assert float(saved[c]) == pytest.approx(row[c], rel=1e-5), c

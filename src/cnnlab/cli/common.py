@@ -58,7 +58,7 @@ positive_int = _typed(int, "an integer ≥ 1", lambda v: v >= 1)
 natural = _typed(int, "an integer ≥ 0", lambda v: v >= 0)
 positive = _typed(float, "a number > 0", lambda v: 0 < v < float("inf"))
 non_negative = _typed(float, "a number ≥ 0", lambda v: 0 <= v < float("inf"))
-momentum_value = _typed(float, "a number in [0, 1)", lambda v: 0 <= v < 1)
+fraction = _typed(float, "a number in [0, 1)", lambda v: 0 <= v < 1)  # momentum, --val-split
 
 
 def _shape(text: str) -> tuple[int, int, int]:

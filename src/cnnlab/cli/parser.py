@@ -8,7 +8,7 @@ import argparse
 
 import cnnlab as cl
 from cnnlab.cli.common import (
-    momentum_value,
+    fraction,
     natural,
     non_negative,
     padding,
@@ -39,18 +39,27 @@ default lr: adam/adamw/rmsprop 1e-3, adagrad 0.01). Data: the full Fashion-MNIST
 (sudo apt-get install dataset-fashion-mnist), else the bundled 10,000-image subset. --data takes
 a name (fashion-mnist, mnist, cifar10, fashion-mnist-mini) or a folder: IDX files, CIFAR-10 .bin
 files, or an image folder with one subfolder per class (then 1 image in 10 is held out for
-testing unless it has train/ and test/ subfolders). The run directory gets metrics.csv,
-last.ckpt.safetensors, best.safetensors, model.safetensors and config.toml (its options, usable
-with -c). A config file holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
+testing unless it has train/ and test/ subfolders).
+
+Train, validation, test: --val-split (default 0.1) of the training images, stratified by class
+and drawn from the seed after --limit, is held out for validation (a folder's own val/ is used
+instead): the val_ columns, early stopping and best.safetensors come from it. The test split is
+evaluated once, after training. The run directory gets metrics.csv, last.ckpt.safetensors,
+best.safetensors, model.safetensors and config.toml (its options, usable with -c). A config file
+holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
 """
 
 EVALUATE_EXAMPLES = """\
 examples:
   cnnlab evaluate runs/fmnist-cnn-20250101-120000/model.safetensors
   cnnlab evaluate model.safetensors --data mnist --split test
-  cnnlab evaluate model.safetensors --data photos/test
+  cnnlab evaluate model.safetensors --data photos/            # the tenth train held out
+  cnnlab evaluate model.safetensors --data photos/test --split all
 
 Without --data: the data recorded in the model's run directory (config.toml), else Fashion-MNIST.
+An image folder without train/ and test/ subfolders is split as cnnlab train split it: --split
+test (the default) scores the held-out tenth of each class (the 10th, 20th, ... file by name),
+--split train the rest, --split all every image.
 """
 
 PREDICT_EXAMPLES = """\
@@ -147,7 +156,7 @@ def _train(sub, common) -> None:
     option("-b", "--batch-size", type=positive_int, metavar="N", help="default 128")
     option("--lr", type=positive, metavar="LR", help="learning rate (default: 0.05 for sgd)")
     option("--optimizer", choices=list(LR), help="default sgd")
-    option("--momentum", type=momentum_value, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
+    option("--momentum", type=fraction, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
     option("--weight-decay", type=non_negative, metavar="WD", help="default 5e-4 (sgd), 1e-2 (adamw)")
     option("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
     option("--augment", choices=AUGMENT, help="default none")
@@ -155,6 +164,9 @@ def _train(sub, common) -> None:
     option("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     option("--resume", metavar="CKPT|DIR", help="a checkpoint, or a run directory (its last one)")
     option("--limit", type=positive_int, metavar="N", help="use only the first N training images")
+    option("--val-split", type=fraction, metavar="F",
+           help="hold out this fraction of the training images, stratified by class, for validation "
+                f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
@@ -166,7 +178,9 @@ def _evaluate(sub, common) -> None:
                  "accuracy, per-class accuracy and confusion matrix", EVALUATE_EXAMPLES)
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file")
     p.add_argument("--data", metavar="NAME|PATH", help="dataset name or folder")
-    p.add_argument("--split", default="test", help="default test")
+    p.add_argument("--split", default="test",
+                   help="test (default; for an image folder without train/ and test/: the tenth "
+                        "that cnnlab train held out), train, val, or all (every image of such a folder)")
 
 
 def _predict(sub, common) -> None:

@@ -13,10 +13,11 @@ from cnnlab.cli.runs import CHECKPOINT, CONFIG, read_config, run_dir, write_conf
 from cnnlab.core import volume
 from cnnlab.data import transforms
 from cnnlab.data.sources import Source, default_data
+from cnnlab.data.splits import stratified_split
 
 #: the default recipe: about 11 s an epoch on the bundled set on 2 cores (see the README)
 RECIPE = {"model": "fmnist-cnn", "epochs": 5, "batch-size": 128, "optimizer": "sgd",
-          "schedule": "cosine", "augment": "none", "seed": 0}
+          "schedule": "cosine", "augment": "none", "seed": 0, "val-split": 0.1}
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 0.01}
 WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 1e-2}
 WITH_MOMENTUM = ("sgd", "rmsprop")
@@ -93,8 +94,9 @@ def _resumed(checkpoint: Path):
 
 
 def _data(opts: dict, source: Source, model):
-    """(x, y, class names) for training and (xt, yt, what) for testing, shaped for the resumed
-    model, the --input or the zoo model's default input."""
+    """(x, y, class names) for training, the folder's own validation images or None, and (xt,
+    yt, what) for testing, shaped for the resumed model, the --input or the zoo model's default
+    input."""
     default_input = inspect.signature(cl.zoo.MODELS[opts["model"]]).parameters["input_shape"].default
     want = model.input_shape if model else opts.get("input", default_input)
     x, y, names, _ = source.load("train", want)
@@ -104,7 +106,8 @@ def _data(opts: dict, source: Source, model):
                          "images (H×W×D)")
     if "limit" in opts:
         x, y = x[: opts["limit"]], y[: opts["limit"]]
-    return (x, y, names), (xt, yt, what)
+    val = source.load("val", want)[:2] if source.has_own_validation() else None
+    return (x, y, names), val, (xt, yt, what)
 
 
 def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names: list[str]):
@@ -131,23 +134,27 @@ def _out(opts: dict, checkpoint: Path | None) -> Path:
     return out
 
 
-def _fit(model, opts: dict, optimizer, train, test, out: Path, checkpoint: Path | None) -> None:
+def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None):
+    """cl.fit on (train, val or None, test): the History."""
+    train, val, test = data
     try:
-        cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
-               epochs=opts["epochs"], batch_size=opts["batch-size"], val=test,
-               schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"]),
-               transform=make_augment(opts["augment"]), seed=opts["seed"], out=out, resume=checkpoint,
-               checkpoint_every=opts.get("checkpoint-every", 0))
+        return cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
+                      epochs=opts["epochs"], batch_size=opts["batch-size"], val=val,
+                      val_split=0.0 if val is not None else opts["val-split"], test=test,
+                      schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"]),
+                      transform=make_augment(opts["augment"]), seed=opts["seed"], out=out,
+                      resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0))
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
         raise
 
 
-def _finish(model, source: Source, test, names: list[str], out: Path) -> None:
-    """The test accuracy on stdout, then the run's report (a warning if it cannot be written)."""
+def _finish(model, source: Source, test, history, names: list[str], out: Path) -> None:
+    """The test accuracy (fit's one evaluation of the test split) on stdout, then the run's
+    report (a warning if it cannot be written)."""
     xt, yt, what = test
-    result = cl.evaluate(model, (xt, yt))
+    result = history.test
     k = min(5, len(names))
     print(f"{what} accuracy {100 * result['accuracy']:.2f}% (top-{k} {100 * result['top5']:.1f}%) "
           f"on {len(xt):,} images — model saved to {out / 'model.safetensors'}")
@@ -170,14 +177,25 @@ def cmd_train(args) -> int:
     if checkpoint and done >= opts["epochs"]:
         say(f"{checkpoint} has done {done} of {opts['epochs']} epochs; give --epochs N > {done} "
             "to train on")
-    (x, y, names), (xt, yt, what) = _data(opts, source, model)
+    (x, y, names), val, (xt, yt, what) = _data(opts, source, model)
     model = _model(opts, model, checkpoint, source, x, names)
     out = _out(opts, checkpoint)
     optimizer = make_optimizer(model, opts)
     say(f"{'resuming' if checkpoint else 'training'} {opts['model']} ({model.count_params():,} "
-        f"parameters) on {source.describe()}: {len(x):,} training, {len(xt):,} {what} images; "
+        f"parameters) on {source.describe()}: {_counts(y, val, opts, len(xt), what)}; "
         f"{opts['epochs']} epoch{'s' if opts['epochs'] > 1 else ''} of batch {opts['batch-size']}, "
         f"{optimizer!r}, {opts['schedule']} schedule, augment {opts['augment']} → {out}")
-    _fit(model, opts, optimizer, (x, y), (xt, yt), out, checkpoint)
-    _finish(model, source, (xt, yt, what), names, out)
+    history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint)
+    _finish(model, source, (xt, yt, what), history, names, out)
     return 0
+
+
+def _counts(y, val, opts: dict, n_test: int, what: str) -> str:
+    """'9,000 training, 1,000 validation, 2,000 test images': the split fit() will make."""
+    if val is not None:
+        n, held = len(y), len(val[1])
+    elif opts["val-split"]:
+        n, held = map(len, stratified_split(y, opts["val-split"], opts["seed"]))
+    else:
+        return f"{len(y):,} training (no validation split), {n_test:,} {what} images"
+    return f"{n:,} training, {held:,} validation, {n_test:,} {what} images"

@@ -22,7 +22,8 @@ def cmd_evaluate(args) -> int:
     the model's run directory, else the default data."""
     model = cl.load(args.model)
     spec = args.data if args.data is not None else recorded_data(Path(args.model).parent)
-    source = Source(spec or default_data(report=say), holdout=False, report=say)
+    # holdout: an image folder's held-out tenth, as train chose it (--split all: every image)
+    source = Source(spec or default_data(report=say), holdout=True, report=say)
     x, y, classes, what = source.load_for(model, args.split, args.model)
     result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy())
     k = min(5, len(classes))

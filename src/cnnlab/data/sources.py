@@ -7,7 +7,10 @@ with one subfolder per class, read the same way for training, evaluation and rep
 
 An image folder without train/ and test/ subfolders keeps one image in ten of each class apart
 (the 10th, 20th, ... file of the class in name order) when `holdout` is true: "train" is the other
-nine, "test" (any other split) the tenth. Without `holdout` every image is used ("all").
+nine, "test" (any other split but "all") the tenth, and "all" every image. Training and
+evaluation use the same rule, so `cnnlab evaluate` scores exactly the images `train` held out.
+Without `holdout` every image is used ("all"). A folder with train/ may also have its own
+validation images in val/ (or validation/): has_own_validation().
 
 Nothing here prints: what the user should be told (which dataset was chosen, how an IDX folder is
 read, what an image folder's decoding converted) goes to the `report` callable, one line a call.
@@ -25,6 +28,8 @@ from cnnlab.data.datasets import DATASETS, DEFAULT, class_names, is_available, l
 from cnnlab.data.folder import class_folders, load_folder
 
 Report = Callable[[str], None]
+#: the folder names an image folder's own validation images may have, beside train/
+VALIDATION = ("val", "validation")
 
 
 def _silent(text: str) -> None:
@@ -77,11 +82,16 @@ class Source:
         """(x, y, class names, what the images are: the split's name, "training", "held-out" or
         "all"). An image folder needs `input_shape` (C, H, W): its images are converted to it."""
         if self.kind != "folder":
+            if split not in ("train", "test"):
+                raise DataError(f"{self.spec} has the splits train and test, not {split!r}")
             x, y = load(self.kind, split, root=self.root)
             return x, y, list(self.classes), split
         root, what, layout = self.root, split, (self.root / "train").is_dir()
+        if split == "all" and layout:
+            raise DataError(f"{self.root}: split 'all' is for an image folder without train/ and "
+                            "test/ subfolders; give --split train or test")
         if layout:  # root/train/<class>/..., root/test/<class>/...
-            names = ("train",) if split == "train" else (split, "test", "val", "validation")
+            names = {"train": ("train",), "val": VALIDATION}.get(split, (split, "test", *VALIDATION))
             root = next((self.root / n for n in names if (self.root / n).is_dir()), None)
             if root is None:
                 raise DataError(f"{self.root}: no {split}/ folder beside train/")
@@ -92,7 +102,7 @@ class Source:
         if layout and split != "train":
             train_classes = [p.name for p in class_folders(self.root / "train")]
             y, classes = remap_labels(y, classes, train_classes, root), train_classes
-        elif not layout and self.holdout:  # one image in 10 of each class is held out for testing
+        elif not layout and self.holdout and split != "all":  # one in 10 of each class held out
             rank = np.arange(len(y)) - np.searchsorted(y, y)  # files come grouped by class
             keep = (rank % 10 == 9) == (split != "train")
             x, y, what = x[keep], y[keep], ("training" if split == "train" else "held-out")
@@ -102,6 +112,11 @@ class Source:
         elif not layout:
             what = "all"
         return x, y, classes, what
+
+    def has_own_validation(self) -> bool:
+        """An image folder with train/ and a val/ (or validation/) folder beside it."""
+        return self.kind == "folder" and (self.root / "train").is_dir() and any(
+            (self.root / name).is_dir() for name in VALIDATION)
 
     def load_for(self, model, split: str, label) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         """load() for a trained model (anything with input_shape, out_shape and class_names):

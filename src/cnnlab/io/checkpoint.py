@@ -3,7 +3,7 @@
 A checkpoint is a model file (cnnlab.io.model) plus the optimizer's state as tensors
 "optim.<name>.<slot>" and a "training" metadata entry, JSON:
     epoch, step, global_step   where the run stands (step: batches done in the current epoch)
-    seed, batch_size, base_lr  what a resumed run must agree with
+    seed, batch_size, base_lr  what a resumed run must agree with (and val_split, when present)
     optimizer, rng             the optimizer's hyperparameters and the layers' Generator states
     history, partial, best     finished epochs' rows, the current epoch's running sums, the best score
     stop, callbacks            why the run ended early, if it did; each callback's state
@@ -102,6 +102,8 @@ _TRAINING = {  # what each key of a checkpoint's "training" metadata must hold
     "best": lambda v: v is None or _number(v),
     "callbacks": lambda v: isinstance(v, list) and all(isinstance(s, dict) for s in v),
 }
+#: keys added after the first checkpoints were written: checked when present
+_OPTIONAL = {"val_split": lambda v: _number(v) and 0 <= v < 1}
 
 
 def training_state(metadata: dict[str, str], path) -> dict:
@@ -114,7 +116,9 @@ def training_state(metadata: dict[str, str], path) -> dict:
         raise ModelFileError(f"{path}: a model file, not a training checkpoint")
     if not isinstance(training, dict):
         raise ModelFileError(f"{path}: corrupt training state (not a JSON object)")
-    for key, ok in _TRAINING.items():
+    for key, ok in {**_TRAINING, **_OPTIONAL}.items():
+        if key not in training and key in _OPTIONAL:
+            continue
         if key not in training:
             raise ModelFileError(f"{path}: corrupt training state (no {key!r})")
         if not ok(training[key]):

@@ -27,11 +27,14 @@ def model_metadata(model: Sequential) -> dict[str, str]:
     }
 
 
-def save(model: Sequential, path: str | os.PathLike) -> None:
-    """One .safetensors file: weights, buffers, architecture, preprocessing, class names."""
+def save(model: Sequential, path: str | os.PathLike, *, evaluation: dict | None = None) -> None:
+    """One .safetensors file: weights, buffers, architecture, preprocessing, class names, and
+    optionally `evaluation` (JSON: how the model's numbers were obtained, e.g. fit()'s epochs,
+    validation size and the test split's one evaluation), stored as metadata "evaluation"."""
     if not isinstance(model, Sequential) or not model.built:
         raise ValueError("save: expected a built cnnlab Sequential")
-    write_file(path, model_tensors(model), model_metadata(model))
+    extra = {} if evaluation is None else {"evaluation": json.dumps(evaluation)}
+    write_file(path, model_tensors(model), {**model_metadata(model), **extra})
 
 
 def load(path: str | os.PathLike) -> Sequential:

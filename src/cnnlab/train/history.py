@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from cnnlab.files import atomic_write
 
+#: what each epoch records (val_*: the validation data, never the test split)
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+#: the test split, evaluated once after training: filled on the last row only
+TEST_COLUMNS = ("test_loss", "test_acc")
 
 
 class History:
-    """One row per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds."""
+    """One row per epoch: epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds; the last
+    row also test_loss and test_acc when fit() was given a test set, which it evaluates once,
+    after training. `test` holds that evaluation (n, accuracy, top5, loss), or None."""
 
     def __init__(self, rows=None) -> None:
         self.rows: list[dict] = list(rows or [])
+        self.test: dict | None = None
 
     def __getitem__(self, column: str) -> list:
         return [row.get(column) for row in self.rows]
@@ -20,10 +26,17 @@ class History:
         return len(self.rows)
 
     def to_csv(self) -> str:
-        lines = [",".join(COLUMNS)]
+        columns = COLUMNS + TEST_COLUMNS
+        lines = [",".join(columns)]
         for row in self.rows:
-            lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in COLUMNS))
+            lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in columns))
         return "\n".join(lines) + "\n"
+
+    def record_test(self, result: dict) -> None:
+        """The test split's one evaluation (evaluate()'s result), on the last row and in `test`."""
+        self.test = {"n": result["n"], "accuracy": result["accuracy"], "top5": result["top5"],
+                     "loss": result["loss"]}
+        self.rows[-1].update(test_loss=result["loss"], test_acc=result["accuracy"])
 
     def write_csv(self, path) -> None:
         atomic_write(path, self.to_csv().encode())
@@ -77,3 +90,19 @@ class EarlyStopping(Callback):
         if not (best is None or isinstance(best, int | float)) or not isinstance(wait, int):
             raise ValueError(f"EarlyStopping: cannot restore the state {state}")
         self.best, self.wait = best, wait
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line fit() prints after each epoch."""
+    text = (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"acc {100 * row['train_acc']:.2f}%")
+    if row["val_loss"] is not None:
+        text += f"  val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%"
+    return text + f"  lr {row['lr']:.3g}  {row['seconds']:.1f} s"
+
+
+def evaluation_line(test: dict) -> str:
+    """The line fit() prints after training: the test split, evaluated once."""
+    return (f"test  loss {test['loss']:.4f}  acc {100 * test['accuracy']:.2f}%  on {test['n']:,} "
+            "test images, evaluated once, after training")
+

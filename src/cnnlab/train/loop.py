@@ -19,9 +19,10 @@ from tqdm import tqdm
 from cnnlab import io, runtime
 from cnnlab.core import DataError, ModelFileError
 from cnnlab.data.loader import Loader, Preprocess
+from cnnlab.data.splits import check_fraction, stratified_split
 from cnnlab.optim import clip_grad_norm
 from cnnlab.train.evaluate import evaluate
-from cnnlab.train.history import History
+from cnnlab.train.history import History, epoch_line, evaluation_line
 
 
 def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
@@ -37,15 +38,34 @@ def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transfo
                   transform=transform)
 
 
+def hold_out(train, val, val_split: float, seed: int):
+    """(train, val) with a stratified `val_split` of the training arrays held out for validation
+    (cnnlab.data.splits), drawn from `seed`; as given when val_split is 0."""
+    if not check_fraction(val_split):
+        return train, val
+    if val is not None:
+        raise ValueError(f"fit: give val= or val_split=, not both. Received: val_split={val_split}")
+    if isinstance(train, Loader):
+        raise ValueError("fit: val_split holds out part of (x, y) arrays; for a Loader, pass the "
+                         "validation data as val=")
+    x, y = train
+    keep, held = stratified_split(np.asarray(y), val_split, seed)
+    return (x[keep], np.asarray(y)[keep]), (x[held], np.asarray(y)[held])
+
+
 class Trainer:
     """The state of one fit() call; see fit() for the arguments."""
 
     def __init__(self, model, train, *, loss, optimizer, epochs, batch_size=128, val=None,
-                 schedule=None, callbacks=(), seed=0, transform=None, clip_norm=None, out=None,
-                 checkpoint_every=0, progress=None, verbose=True):
+                 val_split=0.0, test=None, schedule=None, callbacks=(), seed=0, transform=None,
+                 clip_norm=None, out=None, checkpoint_every=0, progress=None, verbose=True):
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.val_split = check_fraction(val_split)
+        train, val = hold_out(train, val, self.val_split, seed)
+        # the training part first: a model without preprocessing measures it there
         self.train = as_loader(train, model, batch_size, shuffle=True, seed=seed, transform=transform)
         self.val = None if val is None else as_loader(val, model, 512, shuffle=False, seed=seed)
+        self.test = None if test is None else as_loader(test, model, 512, shuffle=False, seed=seed)
         self.epochs, self.schedule, self.callbacks = epochs, schedule, list(callbacks)
         self.seed, self.clip_norm, self.checkpoint_every = seed, clip_norm, checkpoint_every
         self.out = None if out is None else Path(out)
@@ -57,9 +77,9 @@ class Trainer:
         self.partial = {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.stop: str | None = None
         self.best: float | None = None
-        _check_labels(model, self.train, "train")
-        if self.val is not None:
-            _check_labels(model, self.val, "val")
+        for what, loader in (("train", self.train), ("val", self.val), ("test", self.test)):
+            if loader is not None:
+                _check_labels(model, loader, what)
         if checkpoint_every and self.out is None:
             raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs a run folder (out=...) "
                              "to write the checkpoints to")
@@ -78,15 +98,17 @@ class Trainer:
             "seed": self.train.seed, "batch_size": self.train.batch_size, "base_lr": self.base_lr,
             "stop": self.stop, "history": self.history.rows, "partial": self.partial,
             "best": self.best, "callbacks": [c.state() for c in self.callbacks],
+            "val_split": self.val_split,
         })
 
     def resume(self, path) -> None:
         checkpoint = io.read_checkpoint(path)
         training = checkpoint.training
-        if (training["seed"], training["batch_size"]) != (self.train.seed, self.train.batch_size):
+        saved = training["seed"], training["batch_size"], training.get("val_split", 0.0)
+        if saved != (self.train.seed, self.train.batch_size, self.val_split):
             raise ValueError(
-                f"resume: {path} was trained with seed={training['seed']}, batch_size="
-                f"{training['batch_size']}; resume with the same values to continue that run")
+                f"resume: {path} was trained with seed={saved[0]}, batch_size={saved[1]}, "
+                f"val_split={saved[2]:g}; resume with the same values to continue that run")
         if training["step"] >= len(self.train):
             raise ValueError(f"resume: {path} stopped after batch {training['step']} of an epoch; "
                              f"this data has {len(self.train)} batches an epoch. Resume with the "
@@ -115,6 +137,9 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def run(self) -> History:
         steps = len(self.train)
+        if self.out is not None and self.val is None and self.verbose:
+            print("no validation data (val_split=0, no val=): no best checkpoint is chosen "
+                  "(best.safetensors is not written)", file=sys.stderr)
         while self.epoch < self.epochs and self.stop is None:
             started = time.perf_counter()
             bar = self._bar(steps)
@@ -135,9 +160,25 @@ class Trainer:
             self._end_epoch()
         if self.stop and self.verbose:
             print(self.stop, file=sys.stderr)
+        self._test()
         if self.out is not None:
-            io.save(self.model, self.out / "model.safetensors")
+            io.save(self.model, self.out / "model.safetensors", evaluation=self._evaluation())
         return self.history
+
+    def _test(self) -> None:
+        """The test split, evaluated once, after training: nothing was chosen on it."""
+        if self.test is None or not len(self.history):
+            return
+        self.history.record_test(evaluate(self.model, self.test, loss=self.loss))
+        if self.verbose:
+            print(evaluation_line(self.history.test), file=sys.stderr, flush=True)
+        if self.out is not None:
+            self.history.write_csv(self.out / "metrics.csv")
+
+    def _evaluation(self) -> dict:
+        """What the model file records of how its numbers were obtained."""
+        val = None if self.val is None else {"n": len(self.val.y), "held_out": self.val_split}
+        return {"epochs": self.epoch, "validation": val, "test": self.history.test}
 
     def _bar(self, steps: int):
         if not self.progress:
@@ -201,10 +242,10 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, row)
         if self.verbose:
-            print(_epoch_line(row, self.epochs), file=sys.stderr, flush=True)
+            print(epoch_line(row, self.epochs), file=sys.stderr, flush=True)
         if self.out is not None:
-            score = row["val_acc"] if row["val_acc"] is not None else row["train_acc"]
-            if self.best is None or score > self.best:
+            score = row["val_acc"]  # chosen on validation only: None without validation data
+            if score is not None and (self.best is None or score > self.best):
                 self.best = score
                 io.save(self.model, self.out / "best.safetensors")
             self.history.write_csv(self.out / "metrics.csv")
@@ -222,23 +263,21 @@ def _check_labels(model, loader: Loader, what: str) -> None:
                         f"{out[0]} outputs; labels must be class indices in [0, {out[0] - 1}]")
 
 
-def _epoch_line(row: dict, epochs: int) -> str:
-    text = (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
-            f"acc {100 * row['train_acc']:.2f}%")
-    if row["val_loss"] is not None:
-        text += f"  val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%"
-    return text + f"  lr {row['lr']:.3g}  {row['seconds']:.1f} s"
-
-
 def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, val=None,
-        schedule=None, callbacks=(), seed: int = 0, transform=None, clip_norm: float | None = None,
-        out=None, resume=None, checkpoint_every: int = 0, progress: bool | None = None,
-        verbose: bool = True) -> History:
+        val_split: float = 0.0, test=None, schedule=None, callbacks=(), seed: int = 0,
+        transform=None, clip_norm: float | None = None, out=None, resume=None,
+        checkpoint_every: int = 0, progress: bool | None = None, verbose: bool = True) -> History:
     """Trains `model` for `epochs` epochs and returns the History.
 
+    Train, validation, test: choices (early stopping, best.safetensors) are made on the
+    validation data only; the test data is evaluated once, after training (history.test, the
+    last row's test_loss and test_acc, the model file's metadata "evaluation").
+
     Args:
-        train, val: (x, y) arrays or `cl.data.Loader`s. uint8 images are preprocessed with
-            model.preprocess (measured on `train` when the model has none yet).
+        train, val, test: (x, y) arrays or `cl.data.Loader`s. uint8 images are preprocessed
+            with model.preprocess (measured on the training part when the model has none yet).
+        val_split: hold out this fraction of `train` (arrays), stratified by class and drawn
+            from `seed`, as the validation data (instead of val=). 0: none.
         loss, optimizer: e.g. cl.SoftmaxCrossEntropy(), cl.optim.SGD(model, lr=0.05, momentum=0.9).
         schedule: lr as a function of the fractional epoch (cl.optim.CosineLR, ...), set before
             every step; without one the optimizer's lr stays.
@@ -246,8 +285,9 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
         transform: augmentation for training batches (cl.data.transforms).
         clip_norm: clip the global gradient norm to this value.
         out: run folder: metrics.csv, last.ckpt.safetensors (each epoch, and every
-            `checkpoint_every` steps), best.safetensors, model.safetensors at the end.
-        resume: a checkpoint to continue from (same seed and batch size).
+            `checkpoint_every` steps), best.safetensors (the best validation accuracy; not
+            written without validation data), model.safetensors at the end.
+        resume: a checkpoint to continue from (same seed, batch size and val_split).
     A non-finite loss or gradient raises FloatingPointError naming the epoch, the step and the
     first layer with non-finite output; the last good checkpoint is left as it was.
     """
@@ -255,7 +295,8 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
         raise ValueError(f"fit: epochs must be a positive int. Received: epochs={epochs!r}")
     runtime.apply_defaults()
     trainer = Trainer(model, train, loss=loss, optimizer=optimizer, epochs=epochs,
-                      batch_size=batch_size, val=val, schedule=schedule, callbacks=callbacks,
+                      batch_size=batch_size, val=val, val_split=val_split, test=test,
+                      schedule=schedule, callbacks=callbacks,
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
                       checkpoint_every=checkpoint_every, progress=progress, verbose=verbose)
     if resume is not None:
