@@ -9,9 +9,9 @@ half of the N-th atomically written file on disk, the target not yet replaced). 
 one BLAS thread, so equal weights are expected bit for bit.
 
 The run: 352 training images (316 after the default 0.1 held out for validation) and 64 test
-images, batch 32 (10 steps an epoch), 2 epochs, a checkpoint every 4 steps. Its atomic writes, in order: 1 config.toml, 2 checkpoint after step 4, 3 after
-step 8, 4 best.safetensors, 5 metrics.csv, 6 the checkpoint at the end of epoch 1 (step 10), 7
-after step 12, ...
+images, batch 32 (10 steps an epoch), 2 epochs, a checkpoint every 4 steps. Its atomic writes,
+in order: 1 config.toml, 2 checkpoint after step 4, 3 after step 8, 4 best.safetensors, 5
+metrics.csv, 6 the checkpoint at the end of epoch 1 (step 10), 7 after step 12, ...
 """
 
 from __future__ import annotations

@@ -61,20 +61,20 @@ def test_too_few_images_to_hold_out_a_tenth(tmp_path):
 def test_load_for_maps_folder_labels_to_the_model_classes_by_name(tmp_path):
     source = Source(str(_folder(tmp_path / "wear", classes=("T-shirt_top", "trouser"), per_class=2)),
                     holdout=False)
-    model = SimpleNamespace(input_shape=(1, 6, 6), out_shape=(3,),
+    model = SimpleNamespace(preprocess=None, input_shape=(1, 6, 6), out_shape=(3,),
                             class_names=["Trouser", "Bag", "T-shirt/top"])
     x, y, classes, what = source.load_for(model, "test", "m.safetensors")
     assert x.shape == (4, 1, 6, 6) and what == "all"
     assert classes == model.class_names and y.tolist() == [2, 2, 0, 0]
     assert remap_labels(np.array([1, 0]), ["a", "B_c"], ["bc", "x", "A"], "here").tolist() == [0, 2]
-    bags = SimpleNamespace(input_shape=(1, 6, 6), out_shape=(1,), class_names=["Bag"])
+    bags = SimpleNamespace(preprocess=None, input_shape=(1, 6, 6), out_shape=(1,), class_names=["Bag"])
     with pytest.raises(cl.DataError, match="^.*wear: class folder\\(s\\) T-shirt_top, trouser are not "
                                            "among the model's classes \\(Bag\\)$"):
         source.load_for(bags, "test", "m.safetensors")
-    unnamed = SimpleNamespace(input_shape=(1, 6, 6), out_shape=(1,), class_names=None)
+    unnamed = SimpleNamespace(preprocess=None, input_shape=(1, 6, 6), out_shape=(1,), class_names=None)
     with pytest.raises(cl.DataError, match="^m.safetensors has 1 classes; .*wear has labels up to 1$"):
         source.load_for(unnamed, "test", "m.safetensors")
-    small = SimpleNamespace(input_shape=(1, 8, 8), out_shape=(10,), class_names=None)
+    small = SimpleNamespace(preprocess=None, input_shape=(1, 8, 8), out_shape=(10,), class_names=None)
     with pytest.raises(cl.DataError, match="^m.safetensors takes 8×8×1 inputs \\(H×W×D\\); "
                                            "fashion-mnist-mini has 28×28×1 images$"):
         Source("fashion-mnist-mini", holdout=False).load_for(small, "test", "m.safetensors")

@@ -43,7 +43,16 @@ from cnnlab.layers import (
     Tanh,
 )
 from cnnlab.losses import MulticlassSVM, SoftmaxCrossEntropy
-from cnnlab.train import Callback, EarlyStopping, History, evaluate, fit, lr_find, predict
+from cnnlab.train import (
+    Callback,
+    EarlyStopping,
+    History,
+    PixelRangeWarning,
+    evaluate,
+    fit,
+    lr_find,
+    predict,
+)
 
 __version__ = "0.1.0"
 
@@ -52,7 +61,7 @@ __all__ = [
     "DataError", "Dense", "Dropout", "Flatten",
     "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocalResponseNorm", "LocallyConnected1D",
     "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM",
-    "PReLU", "Parameter", "ReLU", "Residual", "Sequential", "ShapeError", "Sigmoid",
+    "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "Residual", "Sequential", "ShapeError", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
     "predict", "runtime", "save", "viz", "zoo",

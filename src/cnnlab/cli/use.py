@@ -44,13 +44,16 @@ def cmd_predict(args) -> int:
     """cnnlab predict MODEL IMAGE... [--json] [--top K]: exit status 1 if any image failed."""
     model = cl.load(args.model)
     if model.preprocess is None:
-        raise Failure(f"{args.model} has no input preprocessing (save a model trained by cl.fit)")
+        raise Failure(f"{args.model} records no preprocessing (it was trained on float arrays), so "
+                      "cnnlab cannot turn image files into its input; train it on uint8 images "
+                      "(cl.fit measures the preprocessing), or set model.preprocess = "
+                      "cl.data.Preprocess(mean, std) and save it again")
     classes = model.class_names or [str(i) for i in range(model.out_shape[-1])]
     k = min(args.top, len(classes))
     failed = 0
     for path in args.images:
         try:
-            image, note = read_image(path, model.input_shape)
+            image, note = read_image(path, model.input_shape, model.preprocess.resize)
         except cl.DataError as error:
             say(f"cnnlab: error: {one_line(error)}")
             failed += 1

@@ -10,7 +10,10 @@ model's input (C, H, W) as uint8:
   - transparency is composited onto black (Fashion-MNIST's background);
   - 16-bit and float images are scaled to 0–255;
   - C = 1: grayscale by Pillow's ITU-R 601 luma, L = 0.299·R + 0.587·G + 0.114·B; C = 3: RGB;
-  - the size becomes H×W by Lanczos resampling (stretched: the aspect ratio is not kept).
+  - the size becomes H×W by Lanczos resampling, by one of two rules (RESIZE): "stretch" (the
+    default: the whole image, the aspect ratio not kept) or "center-crop" (the shorter side
+    scaled to fit, then the middle H×W cut out: the aspect ratio kept, the edges lost). A model
+    records its rule (Preprocess.resize), and predict and evaluate read images by it.
 Colours are never inverted: Fashion-MNIST and MNIST are light objects on a dark background, so
 a photo of a dark shirt on a white table needs inverting by the user.
 
@@ -37,6 +40,14 @@ from cnnlab.core import DataError
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 #: the Pillow decoders used (JPEG opens the multi-picture MPO files of phone cameras too)
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
+#: how an image of another size becomes H×W (see the module docstring)
+RESIZE = ("stretch", "center-crop")
+
+
+def check_resize(rule: str) -> str:
+    if rule not in RESIZE:
+        raise ValueError(f"resize must be one of {', '.join(RESIZE)}. Received: resize={rule!r}")
+    return rule
 
 
 def _pillow():
@@ -60,7 +71,8 @@ def _target(input_shape: Sequence[int]) -> tuple[int, int, int]:
     return c, h, w
 
 
-def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[int, int]]:
+def _decode(path: Path, c: int, h: int, w: int, resize: str = "stretch"
+            ) -> tuple[np.ndarray, str, tuple[int, int]]:
     """(C, H, W) uint8, the source mode and (height, width) of the file at `path`."""
     Image, ImageOps = _pillow()
     try:
@@ -76,9 +88,7 @@ def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[
                 image.load()
                 mode, (width, height) = image.mode, image.size
                 image = ImageOps.exif_transpose(image)
-                image = _to_mode(image, "L" if c == 1 else "RGB")
-                if image.size != (w, h):
-                    image = image.resize((w, h), Image.Resampling.LANCZOS)
+                image = _resized(_to_mode(image, "L" if c == 1 else "RGB"), h, w, resize)
                 array = np.asarray(image, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{path}: refused as a possible decompression bomb ({error})") from None
@@ -100,6 +110,20 @@ def _decode(path: Path, c: int, h: int, w: int) -> tuple[np.ndarray, str, tuple[
     return np.ascontiguousarray(array), mode, (height, width)
 
 
+def _resized(image, h: int, w: int, rule: str):
+    """`image` at w×h by `rule`: "stretch" the whole image, or "center-crop" the shorter side
+    scaled to fit and the middle cut out."""
+    Image, _ = _pillow()
+    if image.size == (w, h):
+        return image
+    if rule == "stretch":
+        return image.resize((w, h), Image.Resampling.LANCZOS)
+    factor = max(w / image.size[0], h / image.size[1])
+    width, height = (max(w, round(image.size[0] * factor)), max(h, round(image.size[1] * factor)))
+    left, top = (width - w) // 2, (height - h) // 2
+    return image.resize((width, height), Image.Resampling.LANCZOS).crop((left, top, left + w, top + h))
+
+
 def _to_mode(image, target: str):
     """`image` in mode "L" or "RGB": alpha onto black, wide integer and float data to 0–255."""
     Image, _ = _pillow()
@@ -115,25 +139,30 @@ def _to_mode(image, target: str):
     return image if image.mode == target else image.convert(target)
 
 
-def load_image(path: str | os.PathLike, input_shape: Sequence[int]) -> np.ndarray:
-    """One image file as the model's input: uint8 (C, H, W). DataError naming the file if it
-    is missing, not an image, corrupt or truncated, or above Pillow's decompression-bomb limit."""
-    return _decode(Path(path), *_target(input_shape))[0]
+def load_image(path: str | os.PathLike, input_shape: Sequence[int], resize: str = "stretch") -> np.ndarray:
+    """One image file as the model's input: uint8 (C, H, W), brought to H×W by `resize` (RESIZE).
+    DataError naming the file if it is missing, not an image, corrupt or truncated, or above
+    Pillow's decompression-bomb limit."""
+    return _decode(Path(path), *_target(input_shape), check_resize(resize))[0]
 
 
-def describe_conversion(path, mode: str, size: tuple[int, int], input_shape: Sequence[int]) -> str | None:
-    """"shirt.jpg: RGB 300×400 → grayscale 28×28" (sizes H×W), or None if nothing changed."""
+def describe_conversion(path, mode: str, size: tuple[int, int], input_shape: Sequence[int],
+                        resize: str = "stretch") -> str | None:
+    """"shirt.jpg: RGB 300×400 → grayscale 28×28" (sizes H×W; "28×28, center-crop" by that
+    rule), or None if nothing changed."""
     c, h, w = _target(input_shape)
     target = "L" if c == 1 else "RGB"
     if mode == target and size == (h, w):
         return None
-    return f"{path}: {_mode_name(mode)} {size[0]}×{size[1]} → {_mode_name(target)} {h}×{w}"
+    rule = ", center-crop" if resize == "center-crop" and size != (h, w) else ""
+    return f"{path}: {_mode_name(mode)} {size[0]}×{size[1]} → {_mode_name(target)} {h}×{w}{rule}"
 
 
-def read_image(path: str | os.PathLike, input_shape: Sequence[int]) -> tuple[np.ndarray, str | None]:
+def read_image(path: str | os.PathLike, input_shape: Sequence[int], resize: str = "stretch"
+               ) -> tuple[np.ndarray, str | None]:
     """`load_image` plus the conversion it made, as `describe_conversion` words it."""
-    array, mode, size = _decode(Path(path), *_target(input_shape))
-    return array, describe_conversion(path, mode, size, input_shape)
+    array, mode, size = _decode(Path(path), *_target(input_shape), check_resize(resize))
+    return array, describe_conversion(path, mode, size, input_shape, resize)
 
 
 def class_folders(root: str | os.PathLike) -> list[Path]:
@@ -149,16 +178,19 @@ def class_folders(root: str | os.PathLike) -> list[Path]:
 
 
 def load_folder(
-    root: str | os.PathLike, input_shape: Sequence[int], *, report: Callable[[str], None] | None = None
+    root: str | os.PathLike, input_shape: Sequence[int], *, report: Callable[[str], None] | None = None,
+    resize: str = "stretch",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """uint8 images (N, C, H, W), int64 labels (N,) and the class names (the subfolders' names,
-    sorted; label i is class_names[i]) of an image folder, converted to `input_shape` (C, H, W).
+    sorted; label i is class_names[i]) of an image folder, converted to `input_shape` (C, H, W)
+    with the `resize` rule (RESIZE).
 
     `report`, if given, receives one line saying what was converted, e.g.
     "data/pets: 120 images in 2 classes; converted: 80 RGB → grayscale, 120 resized to 28×28
     (from 24×24 … 480×640); 1 other file skipped".
     """
     c, h, w = _target(input_shape)
+    check_resize(resize)
     folders = class_folders(root)
     files: list[Path] = []
     labels: list[int] = []
@@ -176,7 +208,7 @@ def load_folder(
     modes: list[str] = []
     sizes = np.empty((len(files), 2), np.int64)
     for i, path in enumerate(files):
-        x[i], mode, sizes[i] = _decode(path, c, h, w)
+        x[i], mode, sizes[i] = _decode(path, c, h, w, resize)
         modes.append(mode)
     if report is not None:
         report(_summary(root, len(folders), modes, sizes, "L" if c == 1 else "RGB", (h, w), skipped))

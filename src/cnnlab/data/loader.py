@@ -12,24 +12,42 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cnnlab.core import DataError
+from cnnlab.data.folder import check_resize
+
+#: the channel order of images with 1 and 3 channels, as Pillow names the modes
+CHANNELS = {1: "L", 3: "RGB"}
 
 
 class Preprocess:
-    """uint8 images → float32 network input, per channel c:  x̂ = (x·scale − mean[c]) / std[c].
+    """Pixels → float32 network input, per channel c:  x̂ = (x·scale − mean[c]) / std[c].
 
     `Preprocess.fit(x_train)` measures mean and std on the training set; the model keeps the
-    result (`model.preprocess`) so evaluation and prediction apply the same numbers.
+    result (`model.preprocess`), and its file records it, so evaluation and prediction apply the
+    same numbers. Pixels are uint8 (scale 1/255); float pixels on another range are passed with
+    that range (`__call__(x, pixel_range=1.0)`). `channels` is the channel order ("L" for one
+    channel, "RGB" for three); `resize` how an image of another size is brought to the model's
+    H×W ("stretch" or "center-crop", see cnnlab.data.folder).
     """
 
-    def __init__(self, mean, std, scale: float = 1 / 255) -> None:
+    def __init__(self, mean, std, scale: float = 1 / 255, *, resize: str = "stretch",
+                 channels: str | None = None) -> None:
         self.mean = np.asarray(mean, np.float32).reshape(-1)
         self.std = np.asarray(std, np.float32).reshape(-1)
-        if self.mean.shape != self.std.shape or np.any(self.std <= 0):
+        if (self.mean.shape != self.std.shape or not np.all(self.std > 0)
+                or not np.isfinite(self.mean).all() or not np.isfinite(self.std).all()):
             raise ValueError(
-                f"Preprocess: mean and std need one value per channel, std > 0. "
+                f"Preprocess: mean and std need one finite value per channel, std > 0. "
                 f"Received: mean={self.mean.tolist()}, std={self.std.tolist()}"
             )
         self.scale = float(scale)
+        if not (0 < self.scale < float("inf")):
+            raise ValueError(f"Preprocess: scale must be a number > 0. Received: scale={scale!r}")
+        self.resize = check_resize(resize)
+        expected = CHANNELS.get(self.mean.size)
+        if channels is not None and channels != expected:
+            raise ValueError(f"Preprocess: {self.mean.size} channel(s) are {expected or 'not images'}, "
+                             f"not {channels!r}")
+        self.channels = expected
 
     @classmethod
     def fit(cls, x: np.ndarray, scale: float = 1 / 255) -> Preprocess:
@@ -47,22 +65,27 @@ class Preprocess:
         std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
         return cls(mean, np.where(std > 0, std, 1.0), scale)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray, pixel_range: float | None = None) -> np.ndarray:
+        """x̂ for pixels x: uint8 (0–255), or any dtype on 0–`pixel_range` (e.g. 1.0 for floats
+        in [0, 1]): then x·(1/pixel_range) stands for x·scale."""
         if x.ndim < 2 or x.shape[1] != self.mean.size:
             raise DataError(
                 f"Preprocess: expected images (N, {self.mean.size}, ...) with {self.mean.size} "
                 f"channel(s). Received: shape={x.shape}"
             )
         shape = (1, -1) + (1,) * (x.ndim - 2)
-        scale = (self.scale / self.std).reshape(shape)
+        scale = self.scale if pixel_range is None else 1.0 / pixel_range
+        scale = (scale / self.std).reshape(shape)
         shift = (self.mean / self.std).reshape(shape)
         return (x.astype(np.float32) * scale - shift).astype(np.float32, copy=False)
 
     def config(self) -> dict:
-        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "scale": self.scale}
+        return {"mean": self.mean.tolist(), "std": self.std.tolist(), "scale": self.scale,
+                "channels": self.channels, "resize": self.resize}
 
     def __repr__(self) -> str:
-        return f"Preprocess(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()})"
+        rule = "" if self.resize == "stretch" else f", resize={self.resize!r}"
+        return f"Preprocess(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()}{rule})"
 
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]

@@ -77,10 +77,11 @@ class Source:
             return f"{self.spec} (the bundled subset of Fashion-MNIST)"
         return self.spec
 
-    def load(self, split: str, input_shape: Sequence[int] | None = None
+    def load(self, split: str, input_shape: Sequence[int] | None = None, resize: str = "stretch"
              ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
         """(x, y, class names, what the images are: the split's name, "training", "held-out" or
-        "all"). An image folder needs `input_shape` (C, H, W): its images are converted to it."""
+        "all"). An image folder needs `input_shape` (C, H, W): its images are converted to it by
+        the `resize` rule (cnnlab.data.folder.RESIZE)."""
         if self.kind != "folder":
             if split not in ("train", "test"):
                 raise DataError(f"{self.spec} has the splits train and test, not {split!r}")
@@ -95,9 +96,9 @@ class Source:
             root = next((self.root / n for n in names if (self.root / n).is_dir()), None)
             if root is None:
                 raise DataError(f"{self.root}: no {split}/ folder beside train/")
-        key = root, tuple(input_shape)
+        key = root, tuple(input_shape), resize
         if key not in self._decoded:
-            self._decoded[key] = load_folder(root, input_shape, report=self.report)
+            self._decoded[key] = load_folder(root, input_shape, report=self.report, resize=resize)
         x, y, classes = self._decoded[key]
         if layout and split != "train":
             train_classes = [p.name for p in class_folders(self.root / "train")]
@@ -123,7 +124,8 @@ class Source:
         (x, y, the model's class names, what), with an image folder's labels mapped to the model's
         classes by name. DataError naming `label` (the model file) when the images' shape or the
         number of classes does not match the model."""
-        x, y, names, what = self.load(split, model.input_shape)
+        rule = model.preprocess.resize if model.preprocess is not None else "stretch"
+        x, y, names, what = self.load(split, model.input_shape, rule)
         if x.shape[1:] != model.input_shape:
             raise DataError(f"{label} takes {volume(model.input_shape)} inputs (H×W×D); "
                             f"{self.spec} has {volume(x.shape[1:])} images")

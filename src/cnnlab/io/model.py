@@ -17,8 +17,11 @@ from cnnlab.layers import Sequential
 
 
 def model_metadata(model: Sequential) -> dict[str, str]:
-    """What every cnnlab file says of its model: format, architecture, preprocessing, classes."""
-    preprocess = model.preprocess.config() if model.preprocess is not None else None
+    """What every cnnlab file says of its model: format, architecture, preprocessing (mean, std,
+    scale, channel order, resize rule and the input size it brings images to), classes."""
+    preprocess = None
+    if model.preprocess is not None:
+        preprocess = {**model.preprocess.config(), "input_size": list(model.input_shape[1:])}
     return {
         "format": FORMAT,
         "architecture": json.dumps(architecture(model)),
@@ -49,14 +52,27 @@ def model_from(tensors, metadata, path) -> Sequential:
     stored = sum(v.size for k, v in tensors.items() if k.startswith("param."))
     model = from_architecture(meta_json(metadata, "architecture", path), max_weights=stored)
     assign(model, tensors, path)
-    preprocess = meta_json(metadata, "preprocess", path)
-    if preprocess is not None:
-        try:
-            model.preprocess = Preprocess(**preprocess)
-        except (TypeError, ValueError) as error:
-            raise ModelFileError(f"{path}: bad preprocess metadata: {error}") from None
+    model.preprocess = _preprocess(meta_json(metadata, "preprocess", path), model, path)
     names = meta_json(metadata, "class_names", path)
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise ModelFileError(f"{path}: class_names must be a list of strings")
     model.class_names = names
     return model
+
+
+def _preprocess(recorded, model: Sequential, path) -> Preprocess | None:
+    """The recorded preprocessing, checked against the model (files before input_size was
+    recorded have none: the architecture's input is the size)."""
+    if recorded is None:
+        return None
+    if not isinstance(recorded, dict):
+        raise ModelFileError(f"{path}: bad preprocess metadata: not a JSON object")
+    recorded = dict(recorded)
+    size = recorded.pop("input_size", list(model.input_shape[1:]))
+    if size != list(model.input_shape[1:]):
+        raise ModelFileError(f"{path}: the preprocessing brings images to {size}, the architecture "
+                             f"takes {list(model.input_shape[1:])}")
+    try:
+        return Preprocess(**recorded)
+    except (TypeError, ValueError) as error:
+        raise ModelFileError(f"{path}: bad preprocess metadata: {error}") from None

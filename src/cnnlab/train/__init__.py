@@ -10,10 +10,10 @@ The entry points here (fit, evaluate, predict, lr_find) apply cnnlab's process s
 optim, metrics and io; never viz or cli.
 """
 
-from cnnlab.train.evaluate import evaluate, predict, predict_scores
+from cnnlab.train.evaluate import PixelRangeWarning, evaluate, predict, predict_scores
 from cnnlab.train.history import COLUMNS, Callback, EarlyStopping, History
 from cnnlab.train.loop import Trainer, first_nonfinite_layer, fit
 from cnnlab.train.lr_find import lr_find
 
-__all__ = ["COLUMNS", "Callback", "EarlyStopping", "History", "Trainer", "evaluate",
+__all__ = ["COLUMNS", "Callback", "EarlyStopping", "History", "PixelRangeWarning", "Trainer", "evaluate",
            "first_nonfinite_layer", "fit", "lr_find", "predict", "predict_scores"]

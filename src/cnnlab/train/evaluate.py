@@ -1,7 +1,16 @@
 """A trained model on data: scores, probabilities, and the one evaluation (accuracy, top-k,
-loss, confusion matrix, per-class accuracy) that the loop, the command line and the report use."""
+loss, confusion matrix, per-class accuracy) that the loop, the command line and the report use.
+
+What an input array means is decided by a rule, not guessed: uint8 is pixels (0–255), which the
+model's recorded preprocessing turns into its input; float is the model's input, already
+normalised, unless the caller says it is pixels with `pixel_range` (255 for 0–255, 1.0 for
+[0, 1]). Float input that looks like pixels gets a PixelRangeWarning that names the fix: no
+negative value at all, where the model's preprocessing maps black (0) to −mean/std < 0.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
@@ -11,40 +20,70 @@ from cnnlab.losses import softmax
 from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
 
 
-def _batches(model, data, batch_size: int):
+class PixelRangeWarning(UserWarning):
+    """Float input that looks like pixels was given as normalised model input."""
+
+
+def _pixels(model, x: np.ndarray, pixel_range: float | None, who: str) -> bool:
+    """Whether x holds pixels for the model's preprocessing (the module's rule); errors and the
+    warning name `who` (the function called)."""
+    if pixel_range is not None:
+        if isinstance(pixel_range, bool) or not (0 < float(pixel_range) < float("inf")):
+            raise ValueError(f"{who}: pixel_range is the value of a white pixel, e.g. 255 or 1.0. "
+                             f"Received: pixel_range={pixel_range!r}")
+        if x.dtype == np.uint8 and float(pixel_range) != 255:
+            raise ValueError(f"{who}: uint8 images are 0–255; pixel_range={pixel_range} is for floats")
+    is_pixels = x.dtype == np.uint8 or pixel_range is not None
+    if is_pixels and model.preprocess is None:
+        what = "uint8 images" if x.dtype == np.uint8 else "pixels"
+        raise ValueError(f"{who}: {what} need model.preprocess (set by fit or cl.load); this model "
+                         "takes normalised float input only")
+    if not is_pixels and model.preprocess is not None and x.size and x.min() >= 0 \
+            and (model.preprocess.mean > 0).any():
+        white = 1 if x.max() <= 1 else 255
+        warnings.warn(f"{who}: float input from {float(x.min()):g} to {float(x.max()):g} looks like "
+                      f"pixels 0–{white} (normalised input has negative values), but float input "
+                      f"is taken as already normalised; pass pixel_range={white} (or uint8 images) "
+                      "to have the model's preprocessing applied", PixelRangeWarning, stacklevel=3)
+    return is_pixels
+
+
+def _batches(model, data, batch_size: int, pixel_range: float | None = None, who: str = "evaluate"):
     if isinstance(data, Loader):
         yield from data.batches(0)
         return
     x, y = data
     x = np.asarray(x)
-    preprocess = model.preprocess if x.dtype == np.uint8 else None
-    if x.dtype == np.uint8 and preprocess is None:
-        raise ValueError("evaluate: uint8 images need model.preprocess (set by fit or cl.load)")
+    preprocess = model.preprocess if _pixels(model, x, pixel_range, who) else None
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
-        yield (preprocess(xb) if preprocess else xb), (None if y is None else y[start : start + batch_size])
+        xb = preprocess(xb, pixel_range if x.dtype != np.uint8 else None) if preprocess else xb
+        yield xb, (None if y is None else y[start : start + batch_size])
 
 
-def predict_scores(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Scores (N, K) in inference mode; uint8 images are preprocessed as the model was trained."""
+def predict_scores(model, x: np.ndarray, batch_size: int = 512, *,
+                   pixel_range: float | None = None) -> np.ndarray:
+    """Scores (N, K) in inference mode. x: uint8 pixels, float pixels on 0–`pixel_range`, or
+    normalised float input (see the module docstring)."""
     runtime.apply_defaults()
-    return np.concatenate([model.forward(xb) for xb, _ in _batches(model, (x, None), batch_size)])
+    batches = _batches(model, (x, None), batch_size, pixel_range, "predict")
+    return np.concatenate([model.forward(xb) for xb, _ in batches])
 
 
-def predict(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Class probabilities (N, K): the softmax of the scores."""
-    return softmax(predict_scores(model, x, batch_size))
+def predict(model, x: np.ndarray, batch_size: int = 512, *, pixel_range: float | None = None) -> np.ndarray:
+    """Class probabilities (N, K): the softmax of the scores (x as for predict_scores)."""
+    return softmax(predict_scores(model, x, batch_size, pixel_range=pixel_range))
 
 
 def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
-             keep_scores: bool = False) -> dict:
+             keep_scores: bool = False, pixel_range: float | None = None) -> dict:
     """Accuracy, top-k accuracy, mean loss, confusion matrix and per-class accuracy, computed in
-    batches in inference mode. `data`: (x, y) arrays (uint8 images are preprocessed as the
-    model was trained) or a cl.data.Loader. Keys: n, accuracy, top<k>, loss (None without a
-    loss), confusion, per_class, and with keep_scores=True also scores (N, K) and labels (N,)."""
+    batches in inference mode. `data`: (x, y) arrays (x as for predict_scores) or a
+    cl.data.Loader. Keys: n, accuracy, top<k>, loss (None without a loss), confusion, per_class,
+    and with keep_scores=True also scores (N, K) and labels (N,)."""
     runtime.apply_defaults()
     scores, labels = [], []
-    for xb, yb in _batches(model, data, batch_size):
+    for xb, yb in _batches(model, data, batch_size, pixel_range):
         scores.append(model.forward(xb))
         labels.append(yb)
     scores, labels = np.concatenate(scores), np.concatenate(labels)
