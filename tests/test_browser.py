@@ -262,6 +262,51 @@ def test_the_demo_steps_and_logs_no_errors(browser, pages):
     assert page.errors() == []
 
 
+#: where the parts of the demo are: rectangles in CSS pixels of the viewport
+GEOMETRY = """JSON.stringify((() => {
+  const box = (el) => { const r = el.getBoundingClientRect();
+    return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; };
+  const win = Array.from(document.querySelectorAll("#input td.win"))
+    .filter((td) => td.id.startsWith("x-0-")).map(box);  // the window on the first slice
+  return {width: window.innerWidth, height: window.innerHeight,
+          input: box(document.getElementById("input")), output: box(document.getElementById("output")),
+          cur: box(document.querySelector("td.cur")), filter: box(document.querySelector(".column.active")),
+          strip: box(document.getElementById("filters")),
+          window: {left: Math.min(...win.map(b => b.left)), right: Math.max(...win.map(b => b.right)),
+                   top: Math.min(...win.map(b => b.top)), bottom: Math.max(...win.map(b => b.bottom))}};
+})())"""
+
+
+@pytest.mark.parametrize("args", [("16x16x4", 4, 1, 1, 0), ("16x16x4", 4, 16, 1, 0),
+                                  ("16x16x4", 4, 8, 1, 0), ("14x14x4", 4, 3, 1, 1)],
+                         ids=["16x16-output", "16x16-filters", "9x9-output", "issue-15"])
+def test_the_output_stays_beside_the_window_at_the_largest_sizes(browser, tmp_path, args):
+    """At 1280×1000, on the largest pages the demo accepts, the output volume sits to the right of
+    the input's window in the same row, inside the viewport, and the current filter is in view
+    between them (the filters scroll sideways: one wider than the room left shows its left part)."""
+    demo = cl.viz.conv_demo(*args)
+    path = tmp_path / "demo.html"
+    path.write_text(demo.to_html(), encoding="utf-8")
+    page = browser.open(path.as_uri())
+    page.key(" ", "Space", 32, text=" ")  # pause
+    for step in (0, len(demo.steps) - 1):  # filter W0 at o[0, 0, 0], then the last filter
+        assert current(page)[1] == step
+        at = json.loads(page.js(GEOMETRY))
+        out, win, cur, active, strip = (at[key] for key in ("output", "window", "cur", "filter", "strip"))
+        assert abs(out["top"] - at["input"]["top"]) < 1, at  # beside the input, not wrapped below
+        assert win["right"] <= out["left"] and out["right"] <= at["width"], at
+        assert 0 <= cur["left"] and cur["right"] <= at["width"], at
+        assert win["right"] <= strip["left"] and strip["right"] <= out["left"], at
+        assert strip["left"] <= active["left"] < strip["right"], at  # the current filter in view
+        assert active["right"] <= strip["right"] or active["left"] < strip["left"] + 5, at
+        if step == 0:  # the window, its filter and its output value all on the first screen
+            assert max(win["bottom"], cur["bottom"]) <= at["height"], at
+        page.key("ArrowLeft", "ArrowLeft", 37)  # from step 0 back to the last step
+    not_blank(page.screenshot())
+    assert page.js("document.getElementById('mismatch').textContent") == ""
+    assert page.errors() == []
+
+
 def test_the_report_loads_every_image_and_logs_no_errors(browser, pages):
     page = browser.open(pages["report"].as_uri())
     images = page.js("Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)")

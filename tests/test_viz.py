@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from PIL import Image
 
 import cnnlab as cl
 from cnnlab.cli import main
-from cnnlab.viz import html_report
+from cnnlab.viz import demo_gif, html_report
 from cnnlab.viz.figures import worst_mistakes
 from tests.test_lecture import O0, O1, W0, W1, X
 
@@ -169,6 +170,79 @@ def test_demo_refuses_what_does_not_fit_or_is_too_big():
         cl.viz.conv_demo((20, 20, 1), 1, 3, 1, 0)
     with pytest.raises(ValueError, match="H×W×D such as 5x5x3"):
         cl.viz.conv_demo("5x5", 1, 3, 1, 0)
+
+
+#: the most frames an accepted demo has: 16×16 after padding, F = 1, stride 1, 4 filters
+LARGEST = ("16x16x4", 4, 1, 1, 0)
+PEAK_LIMIT_MIB = 500
+
+# runs `cnnlab ARGS` in a process of its own and prints that process's peak resident memory
+PEAK = """
+import resource, sys
+from cnnlab.cli import main
+status = main(sys.argv[1:])
+print("peak_kib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+sys.exit(status)
+"""
+
+
+def peak_mib(*args) -> tuple[float, subprocess.CompletedProcess]:
+    """`cnnlab ARGS` in a subprocess: (its peak resident memory in MiB, the finished process).
+    A child that passes 4× the limit is stopped at once (the demo once took 10.8 GiB)."""
+    child = subprocess.Popen([sys.executable, "-c", PEAK, *map(str, args)], text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    status = f"/proc/{child.pid}/status"
+    while child.poll() is None:
+        try:
+            with open(status) as f:
+                rss = next((int(line.split()[1]) for line in f if line.startswith("VmRSS")), 0)
+        except OSError:  # not Linux, or the child just ended
+            rss = 0
+        if rss > 4 * PEAK_LIMIT_MIB * 1024:
+            child.kill()
+            child.communicate()
+            pytest.fail(f"cnnlab {' '.join(map(str, args))} passed {rss / 1024:.0f} MiB; stopped")
+        time.sleep(0.2)
+    out, err = child.communicate()
+    found = re.search(r"^peak_kib (\d+)$", out, re.M)
+    assert child.returncode == 0 and found, err[-2000:]
+    return int(found.group(1)) / 1024, subprocess.CompletedProcess(child.args, 0, out, err)
+
+
+def test_the_largest_accepted_demo_writes_every_frame_in_little_memory(tmp_path):
+    shape, filters, size, stride, pad = LARGEST
+    demo = cl.viz.conv_demo(shape, filters, size, stride, pad)
+    assert demo.output.shape == (4, 16, 16)  # no accepted demo has more output values
+    with pytest.raises(ValueError, match="at most 16×16 after padding, depth 4 and 4 filters"):
+        cl.viz.conv_demo("16x16x4", 4, 1, 1, 1)
+    peak, done = peak_mib("demo", "conv", "--input", shape, "--filters", filters, "--size", size,
+                          "--stride", stride, "--pad", pad, "--out", tmp_path)
+    assert peak < PEAK_LIMIT_MIB, f"peak {peak:.0f} MiB"
+    assert done.stdout.split()[:2] == [str(tmp_path / "demo.html"), str(tmp_path / "demo.gif")]
+    with Image.open(tmp_path / "demo.gif") as image:  # one frame per output value, none capped
+        assert image.n_frames == len(demo.steps) == 4 * 16 * 16
+        assert image.info["duration"] == 900 and image.info["loop"] == 0
+    data = demo_data((tmp_path / "demo.html").read_text(encoding="utf-8"))
+    assert data["output"] == demo.output.astype(int).tolist()
+
+
+@pytest.mark.parametrize("args", [(), ((4, 4, 2), 2, 3, 1, 1), ((7, 5, 3), 3, 3, 2, 1)])
+def test_every_gif_frame_is_its_step_drawn_whole(args):
+    """Each decoded frame equals that step drawn from scratch and mapped to one 64-colour
+    palette taken from the first frame, without dithering: what the demo always drew."""
+    demo = cl.viz.conv_demo(*args)
+    canvas = demo_gif._Canvas(demo)
+    palette = None
+    with Image.open(io.BytesIO(demo.to_gif())) as image:
+        assert image.n_frames == len(demo.steps)
+        for n, (k, i, j) in enumerate(demo.steps):
+            drawn = canvas.frame(k, i, j)
+            palette = palette or drawn.quantize(64, dither=Image.Dither.NONE)
+            expected = drawn.quantize(palette=palette, dither=Image.Dither.NONE).convert("RGB")
+            image.seek(n)
+            assert image.info["duration"] == 900
+            np.testing.assert_array_equal(np.asarray(image.convert("RGB")), np.asarray(expected),
+                                          err_msg=f"frame {n}")
 
 
 # ----------------------------------------------------------------------- report

@@ -5,6 +5,8 @@ positions, highlights the window, the filter and the output cell, and writes the
 with its numbers. It recomputes every dot product from the embedded data and logs an error if
 one differs from cnnlab's Conv2D output (the page's own check, which the browser test reads).
 Controls: "toggle movement", prev/next buttons; keys: space pauses and resumes, ← and → step.
+Input, filters and output stay in one row at any accepted size: the filters scroll sideways
+when they do not fit, and each step brings the current filter into view.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ button[aria-pressed="true"] { background: #dfe9f8; border-color: var(--win-edge)
 #status { font-weight: 600; }
 .keys, .legend { color: #5a5f68; font-size: 13px; }
 .legend span { padding: 1px 6px; border-radius: 3px; }
-.volumes { display: flex; gap: 34px; align-items: flex-start; flex-wrap: wrap; }
+.volumes { display: grid; grid-template-columns: max-content minmax(0, max-content) max-content;
+           gap: 34px; align-items: start; }
+.filters { display: flex; gap: 34px; align-items: flex-start; overflow-x: auto; position: relative;
+           padding: 0 4px 4px; margin: 0 -4px; }
+.filters > .column { flex: none; }
 .column h2 { font-size: 15px; margin: 0 0 6px; }
 .column.active h2 { color: var(--filt-edge); }
 .slice { margin-bottom: 12px; }
@@ -117,7 +123,11 @@ SCRIPT = r"""
           if (v === 0) cell.classList.add("edge-l");
           if (v === F - 1) cell.classList.add("edge-r");
         }
-    $("filter-" + k).classList.add("active");
+    const strip = $("filters"), column = $("filter-" + k);
+    column.classList.add("active");
+    if (column.offsetLeft < strip.scrollLeft ||
+        column.offsetLeft + column.offsetWidth > strip.scrollLeft + strip.clientWidth)
+      strip.scrollLeft = column.offsetLeft - 4;  // the strip's padding keeps the outline in view
     $("o-" + k + "-" + i + "-" + j).classList.add("cur");
     equation.textContent = dotProduct(k, i, j);
     document.body.dataset.step = String(step);
@@ -182,7 +192,9 @@ def _slice(name: str, table: str) -> str:
 
 
 def volumes(demo) -> str:
-    """The input (with its padding), the filters and biases, the outputs: one column each."""
+    """The input (with its padding), the filters and biases, the outputs: one column each. The
+    filters share one strip that scrolls sideways when the page is too narrow, so the output
+    always stays in the same row as the input, beside its window."""
     d, hp, wp = demo.x_pad.shape
     k, f = demo.weight.shape[0], demo.weight.shape[-1]
     h2, w2 = demo.output.shape[1:]
@@ -196,6 +208,7 @@ def volumes(demo) -> str:
         bias = _slice(f"b{n}[:, :, 0]", _table(np.array([[demo.bias[n]]]), f"b-{n}"))
         columns.append(f'<div class="column" id="filter-{n}"><h2>Filter W{n} ({f}×{f}×{d})</h2>'
                        f"{slices}<h2>Bias b{n} (1×1×1)</h2>{bias}</div>")
+    columns[1:] = ['<div class="filters" id="filters">' + "".join(columns[1:]) + "</div>"]
     columns.append(f'<div class="column" id="output"><h2>Output Volume ({h2}×{w2}×{k})</h2>'
                    + "".join(_slice(f"o[:, :, {n}]", _table(demo.output[n], f"o-{n}"))
                              for n in range(k)) + "</div>")
