@@ -5,7 +5,10 @@ fan_in = inputs per output unit (C·F·F for a convolution), fan_out = K·F·F.
     "he_uniform"    uniform ±√(6 / fan_in)
     "xavier"        uniform ±√(6 / (fan_in + fan_out))  Glorot & Bengio 2010, for sigmoid and tanh
     "xavier_normal" normal, std = √(2 / (fan_in + fan_out))
-    "zeros"         all zero (every unit then learns the same thing: a lesson, not a default)
+    "zeros"         all zero (every unit then learns the same thing: a lesson, not a default),
+                    except in a classifier head: its units see different labels, so they part
+                    at once, and every class starts at probability 1/C, loss ln C (the zoo's
+                    small models end in one)
 "auto" lets a Sequential choose from the activation that follows the layer: He before the
 ReLU family, ELU, Swish and Maxout; Xavier before sigmoid and tanh and for the final scores.
 """

@@ -119,28 +119,53 @@ class ExponentialLR(Schedule):
 class CosineLR(Schedule):
     """Linear warm-up, then half a cosine from lr down to min_lr at `epochs` (min_lr after).
 
-        lr(e) = lr·e/W                                        e < W (warm-up)
-        lr(e) = min_lr + (lr − min_lr)·(1 + cos(π·(e − W)/(E − W)))/2    W ≤ e ≤ E
+    Given steps_per_epoch = S (what fit takes per epoch: ⌈N/batch_size⌉), the warm-up is
+    counted in whole steps, n = max(1, ⌈W·S⌉), and step s = ⌊e·S⌋ gets
+        lr(e) = lr·(s + 1)/n                                   s < n: lr/n first, lr at step n − 1
+        lr(e) = min_lr + (lr − min_lr)·(1 + cos(π·(e − n/S)/(E − n/S)))/2       n/S ≤ e ≤ E
+    so every step of a warm-up learns, and a warm-up shorter than a step is one step at lr.
+    Without S the ramp is continuous, lr(e) = lr·e/W for e < W (cosine from W): lr(0) = 0,
+    and the first step of fit learns nothing. Give S whenever the warm-up is a few steps.
     """
 
-    _args = ("lr", "epochs", "warmup", "min_lr")
+    _args = ("lr", "epochs", "warmup", "min_lr", "steps_per_epoch")
 
-    def __init__(self, lr: float, epochs: float, warmup: float = 0.0, min_lr: float = 0.0) -> None:
+    def __init__(self, lr: float, epochs: float, warmup: float = 0.0, min_lr: float = 0.0,
+                 steps_per_epoch: int | None = None) -> None:
         self.lr = _number("CosineLR", "lr", lr)
         self.epochs = _number("CosineLR", "epochs", epochs, open_low=True)
         self.warmup = _number("CosineLR", "warmup", warmup, 0.0, self.epochs, open_high=True)
         self.min_lr = _number("CosineLR", "min_lr", min_lr, 0.0, self.lr)
+        self.steps_per_epoch = _steps("CosineLR", steps_per_epoch)
+
+    @property
+    def warmup_steps(self) -> int | None:
+        """n, the warm-up in whole steps (None without steps_per_epoch, 0 without a warm-up)."""
+        if self.steps_per_epoch is None:
+            return None
+        return max(1, math.ceil(self.warmup * self.steps_per_epoch - 1e-9)) if self.warmup else 0
 
     def _lr(self, epoch):
-        if epoch < self.warmup:
-            return self.lr * epoch / self.warmup
-        return _cos(self.lr, self.min_lr, min(1.0, (epoch - self.warmup) / (self.epochs - self.warmup)))
+        n, start = self.warmup_steps, self.warmup
+        if n is None and epoch < start:
+            return self.lr * epoch / start
+        if n is not None:
+            start = n / self.steps_per_epoch
+            step = math.floor(epoch * self.steps_per_epoch + 1e-9)  # s/S·S may fall just below s
+            if step < n:
+                return self.lr * (step + 1) / n
+        span = self.epochs - start  # ≤ 0 when a one-step warm-up fills the whole run
+        return _cos(self.lr, self.min_lr, 1.0 if span <= 0 else min(1.0, (epoch - start) / span))
 
     def describe(self) -> str:
-        w = self.warmup
-        warm = f"lr = {self.lr:g}·epoch/{w:g} until epoch {w:g}, then " if w else ""
+        n, start = self.warmup_steps, self.warmup
+        if n:
+            start = n / self.steps_per_epoch
+            warm = f"lr = {self.lr:g}·(step + 1)/{n} for the first {n} step{'s' * (n > 1)}, then "
+        else:
+            warm = f"lr = {self.lr:g}·epoch/{start:g} until epoch {start:g}, then " if start else ""
         return (f"{warm}lr = {self.min_lr:g} + {self.lr - self.min_lr:g}·(1 + cos(π·(epoch − "
-                f"{self.warmup:g})/{self.epochs - self.warmup:g}))/2 until epoch {self.epochs:g}")
+                f"{start:g})/{self.epochs - start:g}))/2 until epoch {self.epochs:g}")
 
 
 class OneCycleLR(Schedule):
@@ -165,12 +190,7 @@ class OneCycleLR(Schedule):
                                  open_low=True, open_high=True)
         self.div_factor = _number("OneCycleLR", "div_factor", div_factor, open_low=True)
         self.final_div_factor = _number("OneCycleLR", "final_div_factor", final_div_factor, open_low=True)
-        spe = steps_per_epoch
-        if spe is not None and not (isinstance(spe, numbers.Integral) and not isinstance(spe, bool)
-                                    and spe > 0):
-            raise ValueError("OneCycleLR: steps_per_epoch must be a positive int or None. "
-                             f"Received: steps_per_epoch={steps_per_epoch!r}")
-        self.steps_per_epoch = None if steps_per_epoch is None else int(steps_per_epoch)
+        self.steps_per_epoch = _steps("OneCycleLR", steps_per_epoch)
         if self.steps_per_epoch and self.pct_start * self.epochs * self.steps_per_epoch <= 1:
             raise ValueError(
                 "OneCycleLR: the warm-up phase is shorter than one step: pct_start·epochs·"
@@ -191,6 +211,15 @@ class OneCycleLR(Schedule):
     def describe(self) -> str:
         return (f"lr rises from {self.initial_lr:g} to {self.max_lr:g} along half a cosine until epoch "
                 f"{self.pct_start * self.epochs:g}, then falls to {self.min_lr:g} at epoch {self.epochs:g}")
+
+
+def _steps(owner: str, value) -> int | None:
+    """steps_per_epoch as a positive int, or None."""
+    if value is not None and not (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+                                  and value > 0):
+        raise ValueError(f"{owner}: steps_per_epoch must be a positive int or None. "
+                         f"Received: steps_per_epoch={value!r}")
+    return None if value is None else int(value)
 
 
 def _cos(start: float, end: float, pct: float) -> float:

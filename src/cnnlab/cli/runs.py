@@ -15,6 +15,9 @@ from cnnlab.files import atomic_write
 
 CHECKPOINT = "last.ckpt.safetensors"
 CONFIG = "config.toml"  # what a run directory keeps of its options, readable by -c
+#: what config.toml leaves out: the run's own folder (-c FILE then starts a new run; --resume
+#: finds the folder from the checkpoint)
+UNRECORDED = ("out", "resume")
 
 
 def run_dir(model: str) -> Path:
@@ -61,9 +64,13 @@ def read_config(path: str | Path, actions: dict[str, argparse.Action]) -> dict:
 
 
 def write_config(path: Path, opts: dict) -> None:
-    """The options of a run as TOML, keyed by the long flags (so `cnnlab train -c` reads them)."""
-    lines = [f"# cnnlab train options of this run; reuse with: cnnlab train -c {path}"]
+    """The options of a run as TOML, keyed by the long flags, so that `cnnlab train -c FILE`
+    trains the same run again, in a new folder (or --out DIR); flags override the file."""
+    lines = ["# cnnlab train options of this run; train it again, in a new run folder, with:",
+             f"#   cnnlab train -c {path}   (flags override the file: --out DIR, --epochs N, ...)"]
     for key, value in opts.items():
+        if key in UNRECORDED:
+            continue
         if isinstance(value, tuple):
             value = "x".join(map(str, value))
         lines.append(f"{key} = {json.dumps(value)}")  # a JSON string or number is valid TOML

@@ -22,7 +22,9 @@ class Dense(WeightedMixin, Layer):
         parameters: (D_in + 1)·units. The last Dense of a classifier has one unit per class.
     Args:
         units: number of output neurons.  bias: learn a bias per unit.
-        init: as Conv2D ("auto" follows the next activation).
+        init: as Conv2D ("auto" follows the next activation). "zeros" suits a classifier head:
+            every score starts at 0, so the first loss is ln(units) on any input, and the
+            labels make the rows differ from the first step (dW = dyᵀ·x).
     """
 
     def __init__(self, units: int, *, bias: bool = True, init: str = "auto") -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
+
 from cnnlab.files import atomic_write
 
 #: what each epoch records (val_*: the validation data, never the test split)
@@ -92,13 +96,30 @@ class EarlyStopping(Callback):
         self.best, self.wait = best, wait
 
 
-def epoch_line(row: dict, epochs: int) -> str:
-    """The line fit() prints after each epoch."""
+def guessing_loss(loss, model) -> float | None:
+    """The loss of equal scores for every class, what a model that has learned nothing scores:
+    ln C for softmax cross-entropy, (C − 1)·Δ for the SVM. None without a loss or a (C,) output."""
+    out = getattr(model, "out_shape", None)
+    if loss is None or not out or len(out) != 1:
+        return None
+    # a copy computes it: the loss's own cache belongs to the training step
+    return float(copy.copy(loss).forward(np.zeros((1, out[0])), np.zeros(1, np.intp)))
+
+
+def epoch_line(row: dict, epochs: int, *, loss=None, model=None, lr: float | None = None) -> str:
+    """The line fit() prints after each epoch. Given the loss and the model, an epoch whose
+    training loss is more than 10% above guessing's (guessing_loss) says so and suggests a
+    tenth of `lr` (the learning rate fit began with)."""
     text = (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
             f"acc {100 * row['train_acc']:.2f}%")
     if row["val_loss"] is not None:
         text += f"  val_loss {row['val_loss']:.4f}  val_acc {100 * row['val_acc']:.2f}%"
-    return text + f"  lr {row['lr']:.3g}  {row['seconds']:.1f} s"
+    text += f"  lr {row['lr']:.3g}  {row['seconds']:.1f} s"
+    guess = guessing_loss(loss, model)
+    if guess is not None and row["train_loss"] > 1.1 * guess:
+        text += (f"  — loss {row['train_loss']:.3g} is worse than guessing ({guess:.2f}): "
+                 f"try a smaller learning rate{f', e.g. {lr / 10:.2g}' if lr else ''}")
+    return text
 
 
 def evaluation_line(test: dict) -> str:

@@ -5,7 +5,7 @@ basic block)."""
 from __future__ import annotations
 
 from cnnlab.core import Layer, Shape
-from cnnlab.layers import BatchNorm2D, Conv2D, ReLU, Residual, Sequential
+from cnnlab.layers import BatchNorm2D, Conv2D, Dense, ReLU, Residual, Sequential
 
 IMAGENET: Shape = (3, 224, 224)
 
@@ -31,6 +31,15 @@ PAPER_TOP5: dict[str, tuple[float, str]] = {
 
 def _model(layers: list[Layer], input_shape: Shape, seed: int, build: bool) -> Sequential:
     return Sequential(layers, input_shape=input_shape if build else None, seed=seed)
+
+
+def _classifier(num_classes: int) -> Dense:
+    """The small models' last layer, its weights zero (init="zeros"; the bias is zero anyway):
+    every class starts at score 0, probability 1/C, so the first loss is ln C on any input
+    (2.30 for 10 classes: the sanity check's value; a random head started fmnist-cnn at 3.2 and
+    resnet20 far higher). The labels break the symmetry: row o of dW = dyᵀ·x is class o's.
+    Fixup (Zhang et al. 2019) zero-initialises the classifier the same way."""
+    return Dense(num_classes, init="zeros")
 
 
 def _shape_after(layers: list[Layer], input_shape: Shape) -> Shape:

@@ -1,4 +1,7 @@
-"""The small models: trained on a CPU at 28×28×1 and 32×32×3 (fmnist-cnn, lenet5, resnet8, ...)."""
+"""The small models: trained on a CPU at 28×28×1 and 32×32×3 (fmnist-cnn, lenet5, resnet8, ...).
+
+Each ends in a zero-initialised classifier (`_common._classifier`): its first loss is ln C.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from cnnlab.layers import (
     Sequential,
     Tanh,
 )
-from cnnlab.zoo._common import _basic_block, _conv_bn, _model
+from cnnlab.zoo._common import _basic_block, _classifier, _conv_bn, _model
 
 
 def fmnist_cnn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
@@ -26,7 +29,7 @@ def fmnist_cnn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: in
     Dense 128 and the classifier: 421,642 parameters at 28×28×1."""
     return _model([Conv2D(32, 3, padding=1), ReLU(), MaxPool2D(2),
                    Conv2D(64, 3, padding=1), ReLU(), MaxPool2D(2),
-                   Flatten(), Dense(128), ReLU(), Dense(num_classes)], input_shape, seed, build)
+                   Flatten(), Dense(128), ReLU(), _classifier(num_classes)], input_shape, seed, build)
 
 
 def fmnist_cnn_bn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
@@ -40,7 +43,8 @@ def fmnist_cnn_bn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed:
 
     return _model(
         [*block(32), MaxPool2D(2), *block(64), MaxPool2D(2), *block(128), Dropout(0.25),
-         Flatten(), Dense(256, bias=False), BatchNorm1D(), ReLU(), Dropout(0.4), Dense(num_classes)],
+         Flatten(), Dense(256, bias=False), BatchNorm1D(), ReLU(), Dropout(0.4),
+         _classifier(num_classes)],
         input_shape, seed, build)
 
 
@@ -51,14 +55,14 @@ def lenet5(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 
     pad = 2 if input_shape[1] == 28 else 0
     return _model([Conv2D(6, 5, padding=pad), Tanh(), AvgPool2D(2),
                    Conv2D(16, 5), Tanh(), AvgPool2D(2),
-                   Flatten(), Dense(120), Tanh(), Dense(84), Tanh(), Dense(num_classes)],
+                   Flatten(), Dense(120), Tanh(), Dense(84), Tanh(), _classifier(num_classes)],
                   input_shape, seed, build)
 
 
 def mlp(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
         build: bool = True) -> Sequential:
     """The lecture's stretched-pixel baseline: every pixel into one vector, two hidden layers."""
-    return _model([Flatten(), Dense(512), ReLU(), Dense(256), ReLU(), Dense(num_classes)],
+    return _model([Flatten(), Dense(512), ReLU(), Dense(256), ReLU(), _classifier(num_classes)],
                   input_shape, seed, build)
 
 
@@ -75,7 +79,7 @@ def vgg_small(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int
     for filters in (32, 64, 128):
         layers += [*block(filters), *block(filters), MaxPool2D(2, fit="floor")]
     return _model([*layers, Flatten(), Dropout(0.5), Dense(256), ReLU(), Dropout(0.5),
-                   Dense(num_classes)], input_shape, seed, build)
+                   _classifier(num_classes)], input_shape, seed, build)
 
 
 def _cifar_resnet(blocks: int, num_classes: int) -> list:
@@ -84,7 +88,7 @@ def _cifar_resnet(blocks: int, num_classes: int) -> list:
         for i in range(blocks):
             layers += [_basic_block(filters, 2 if stage and not i else 1, channels), ReLU()]
             channels = filters
-    return [*layers, GlobalAvgPool2D(), Dense(num_classes)]
+    return [*layers, GlobalAvgPool2D(), _classifier(num_classes)]
 
 
 def resnet8(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
