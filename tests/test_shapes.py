@@ -89,3 +89,35 @@ def test_impossible_shapes_raise_shape_error(layer, shape, message):
 def test_bad_hyperparameters_are_refused_at_construction(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+FLAGS = shapes.Names(padding="--pad {}", padding_at_most="--pad ≤ {}", stride="--stride {}",
+                     floor="", one_value=True)
+
+
+@pytest.mark.parametrize(
+    "layer, shape, api, named",
+    [
+        (cl.MaxPool2D(3, 3), (3, 7, 7), 'Use padding=1, stride 1 or 2, or fit="floor".',
+         "Use --pad 1, or --stride 1 or 2."),
+        (cl.Conv2D(1, 2, stride=2), (1, 7, 7), 'Use stride 1, or fit="floor".', "Use --stride 1."),
+        (cl.MaxPool1D(3, padding=2), (2, 9), "Use padding ≤ (1,).", "Use --pad ≤ 1."),
+        (cl.MaxPool2D(2, padding=(1, 2)), (1, 8, 8), "Use padding ≤ (1, 1).", "Use --pad ≤ 1."),
+        (cl.Conv2D(1, 5), (1, 3, 3), "Received: input size 3×3, padding=0",
+         "Received: input size 3×3, --pad 0"),
+    ],
+)
+def test_hints_named_words_the_fixes_for_a_front_end_and_only_inside_its_block(layer, shape, api, named):
+    def message() -> str:
+        with pytest.raises(cl.ShapeError) as error:
+            layer.output_shape(shape)
+        return str(error.value)
+
+    before = message()
+    assert before.endswith(api)
+    with shapes.hints_named(FLAGS):
+        assert message() == before.replace(api, named)  # the same arithmetic, other names
+        with shapes.hints_named(shapes.API_NAMES):
+            assert message() == before
+        assert message().endswith(named)
+    assert message() == before

@@ -27,8 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "zoo": {"core", "layers"},
     "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io"},
     "viz": {"core", "files", "runtime", "data", "layers", "losses", "metrics", "io", "train"},
-    "cli": {"cnnlab", "core", "files", "runtime", "data", "layers", "losses", "optim", "schedules",
-            "metrics", "io", "zoo", "train", "viz"},
+    "cli": {"cnnlab", "core", "files", "runtime", "shapes", "data", "layers", "losses", "optim",
+            "schedules", "metrics", "io", "zoo", "train", "viz"},
     "__main__": {"cli"},
     "cnnlab": {"core", "runtime", "data", "layers", "losses", "optim", "io", "zoo", "train", "viz"},
 }

@@ -4,10 +4,17 @@ The lecture's rule for a sliding window of extent F, stride S and zero padding P
     W2 = (W1 − F + 2P)/S + 1
 When the padding is split unevenly (padding="same" with an odd total), 2P becomes P_before + P_after.
 fit="exact" refuses a W2 that is not whole; fit="floor" drops the leftover rows and columns.
+
+The fixes an error suggests name the Python API's arguments (`padding=1`, `stride 1 or 2`,
+`fit="floor"`); a front end with names of its own (the `cnnlab` command's flags) words them
+through `hints_named(Names(...))` around the call, and the arithmetic stays the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,6 +71,39 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+@dataclass(frozen=True)
+class Names:
+    """How shape errors name the fixes they suggest; each template's {} gets the value.
+
+    The defaults are the Python API's arguments; `one_value` writes an equal pair as one number
+    (for flags that take one: `--pad ≤ 1`, not `padding ≤ (1, 1)`). `floor=""` leaves fit="floor"
+    out of the suggestions.
+    """
+
+    padding: str = "padding={}"  # "padding=1"; also "Received: …, padding=0"
+    padding_at_most: str = "padding ≤ {}"  # pooling's limit, half the window
+    stride: str = "stride {}"  # {} is "1 or 2"
+    floor: str = 'fit="floor"'
+    one_value: bool = False
+
+    def value(self, pair: tuple) -> str:
+        return str(pair[0]) if self.one_value and len(set(pair)) == 1 else str(pair)
+
+
+API_NAMES = Names()
+_names: ContextVar[Names] = ContextVar("cnnlab_shape_hint_names", default=API_NAMES)
+
+
+@contextmanager
+def hints_named(names: Names) -> Iterator[None]:
+    """Inside the block, shape errors word their suggested fixes with `names`; restored after."""
+    token = _names.set(names)
+    try:
+        yield
+    finally:
+        _names.reset(token)
 
 
 @dataclass(frozen=True)
@@ -176,10 +216,11 @@ def window(
     else:
         pads = [(p, p) for p in padding]
         if max_pad is not None and any(p > m for p, m in zip(padding, max_pad, strict=True)):
+            names = _names.get()
+            limit = names.padding_at_most.format(names.value(tuple(max_pad)[2 - ndim:]))
             raise ShapeError(
                 f"{owner}: padding {tuple(padding)[2 - ndim:]} is more than half the window "
-                f"{kernel[2 - ndim:]}; the edge windows would hold only padding. "
-                f"Use padding ≤ {tuple(max_pad)[2 - ndim:]}."
+                f"{kernel[2 - ndim:]}; the edge windows would hold only padding. Use {limit}."
             )
     h, w = (Axis(name, *args) for name, args in zip(
         "HW", zip(size, kernel, stride, pads, strict=True), strict=True
@@ -188,10 +229,11 @@ def window(
     for axis in win.shown:
         if axis.span < 0:
             padded = "H + 2·padding" if axis.name == "H" else "W + 2·padding"
+            received = _names.get().padding.format(
+                axis.pad[0] if axis.pad[0] == axis.pad[1] else axis.pad)
             raise ShapeError(
                 f"{owner}: window {win.extent()} does not fit the padded input. "
-                f"Expected {padded} ≥ {axis.kernel}. Received: input size "
-                f"{win.size_text()}, padding={axis.pad[0] if axis.pad[0] == axis.pad[1] else axis.pad}"
+                f"Expected {padded} ≥ {axis.kernel}. Received: input size {win.size_text()}, {received}"
             )
     # "same" fixes the output at ceil(W/S); any leftover is dropped, as TensorFlow does
     if fit == "exact" and padding != "same":
@@ -209,7 +251,9 @@ def window(
 
 
 def suggest(win: Window, max_pad: tuple[int, int] | None) -> str:
-    """Paddings and strides that would make every shown axis whole, and fit="floor"."""
+    """Paddings and strides that would make every shown axis whole, and fit="floor", worded with
+    the names `hints_named` set (the API's by default)."""
+    names = _names.get()
     axes = win.shown
     pad_limit = min(max_pad[2 - win.ndim:]) if max_pad else max(a.kernel for a in axes) - 1
     paddings = [
@@ -222,10 +266,11 @@ def suggest(win: Window, max_pad: tuple[int, int] | None) -> str:
         s for s in range(1, max(a.kernel for a in axes) + 1)
         if s != axes[0].stride and all(a.span % s == 0 for a in axes)
     ]
-    options = [f"padding={p}" for p in paddings]
+    options = [names.padding.format(p) for p in paddings]
     if strides:
-        options.append("stride " + " or ".join(map(str, strides)))
-    options.append('fit="floor"')
+        options.append(names.stride.format(" or ".join(map(str, strides))))
+    if names.floor:
+        options.append(names.floor)
     head = ", ".join(options[:-1])
     return f"Use {head + ', or ' if head else ''}{options[-1]}."
 

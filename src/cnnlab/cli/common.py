@@ -69,7 +69,39 @@ def _shape(text: str) -> tuple[int, int, int]:
     return dims
 
 
-shape_chw = _typed(_shape, "C×H×W such as 3x32x32", lambda v: min(v) >= 1)
-shape_hwd = _typed(_shape, "H×W×D such as 32x32x3", lambda v: min(v) >= 1)
+#: what a channel count looks like: grayscale, RGB, RGBA
+CHANNELS = (1, 3, 4)
+
+
+def _volume(order: str, channels_first: bool):
+    """The type of a size flag, three integers ≥ 1 in `order`: C×H×W (channels first) where the
+    rest of cnnlab reads shapes, H×W×D (depth last) in explain and demo, as the lecture writes.
+
+    A size that looks written in the other order is refused with the fix: the number at the
+    channels' wrong end is a channel count (1, 3 or 4), the one at their end is not, and it is
+    smaller than the size beside it (3x3x64, a 3×3 map of 64 channels, is taken as written).
+    """
+    example = "3x32x32" if channels_first else "32x32x3"
+    where = "channels first" if channels_first else "depth last"
+    plain = _typed(_shape, f"{order} such as {example}", lambda v: min(v) >= 1)
+
+    def parse(text: str) -> tuple[int, int, int]:
+        dims = plain(text)
+        # (number at the wrong end, its neighbour, number at the channels' end, the fix)
+        if channels_first:
+            wrong, beside, right, fixed = dims[2], dims[1], dims[0], (dims[2], dims[0], dims[1])
+        else:
+            wrong, beside, right, fixed = dims[0], dims[1], dims[2], (dims[1], dims[2], dims[0])
+        if wrong in CHANNELS and right not in CHANNELS and wrong < beside:
+            raise argparse.ArgumentTypeError(
+                f"expected {order} ({where}), got {text!r}: did you mean {'x'.join(map(str, fixed))}?")
+        return dims
+
+    parse.__name__ = plain.__name__
+    return parse
+
+
+shape_chw = _volume("C×H×W", channels_first=True)
+shape_hwd = _volume("H×W×D", channels_first=False)
 padding = _typed(lambda t: t if t in ("same", "valid") else int(t), "an integer ≥ 0, same or valid",
                  lambda v: isinstance(v, str) or v >= 0)

@@ -8,29 +8,51 @@ import os
 from pathlib import Path
 
 import cnnlab as cl
+from cnnlab import shapes
 from cnnlab.cli.common import UsageError
 from cnnlab.core import volume
 
+#: explain's flags, as the fixes a misfit suggests name them ("Use --pad 1, --stride 1 or 2, …");
+#: fit="floor" has no flag there, so it is said in words (cnnlab.shapes, reached through `cl`)
+EXPLAIN_NAMES = shapes.Names(
+    padding="--pad {}", padding_at_most="--pad ≤ {}", stride="--stride {}", one_value=True,
+    floor='drop the leftover rows and columns as PyTorch does (fit="floor" in Python)')
+
 
 def cmd_summary(args) -> int:
-    """cnnlab summary ARCH|MODEL [--input CxHxW --classes N]."""
+    """cnnlab summary ARCH|MODEL [--input CxHxW --classes N]: a header line saying what the table
+    is of (classes, input), then the table. A zoo name without flags gets the builder's own
+    defaults: 1000 classes for the ImageNet models, 10 for the small ones."""
     arch = args.arch
     if Path(arch).exists() or arch.endswith(".safetensors") or os.sep in arch:
         if args.input or args.classes:
             raise UsageError("--input and --classes are for zoo names; a model file has its own")
         model = cl.load(arch)
+        print(f"{arch}: {_what(model)}")
         print(model.summary())
         if model.class_names:
             print(f"Classes: {', '.join(model.class_names)}")
         return 0
-    if arch.replace("_", "-").lower() not in cl.zoo.MODELS:
+    name = arch.replace("_", "-").lower()
+    if name not in cl.zoo.MODELS:
         raise UsageError(f"unknown model {arch!r}: not a file, nor one of the zoo's "
                          f"{', '.join(cl.zoo.names())}")
-    kwargs = {"num_classes": args.classes or 10}
+    kwargs = {}
+    if args.classes:
+        kwargs["num_classes"] = args.classes
     if args.input:
         kwargs["input_shape"] = args.input
-    print(cl.zoo.get(arch, **kwargs).summary())
+    model = cl.zoo.get(name, **kwargs)
+    print(f"{name}: {_what(model)}; --classes N and --input CxHxW change them")
+    print(model.summary())
     return 0
+
+
+def _what(model: cl.Sequential) -> str:
+    """ "1000 classes, input 3x224x224 (C×H×W)": the numbers the parameter count depends on."""
+    out = model.out_shape
+    scores = f"{out[0]} classes" if len(out) == 1 else f"output {volume(out)} (H×W×D)"
+    return f"{scores}, input {'x'.join(map(str, model.input_shape))} (C×H×W)"
 
 
 def cmd_explain(args) -> int:
@@ -44,7 +66,8 @@ def cmd_explain(args) -> int:
             layer = pool(args.size, args.stride, args.pad)
     except ValueError as error:
         raise UsageError(str(error)) from None
-    print(layer.explain((d, h, w)))
+    with shapes.hints_named(EXPLAIN_NAMES):  # a misfit's fixes name explain's flags
+        print(layer.explain((d, h, w)))
     return 0
 
 
