@@ -99,16 +99,18 @@ def test_predict_json(run, work, images):
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [row["file"] for row in rows] == files
     for row in rows:
-        assert set(row) == {"file", "top5"} and len(row["top5"]) == 5
-        probs = [entry["prob"] for entry in row["top5"]]
-        assert all(set(entry) == {"class", "prob"} for entry in row["top5"])
-        assert all(entry["class"] in FASHION for entry in row["top5"])
+        # the same keys whatever --top is (0.2.0: "top", where 0.1 had "top5", "top10", ...)
+        assert set(row) == {"file", "top"} and len(row["top"]) == 5
+        probs = [entry["prob"] for entry in row["top"]]
+        assert all(set(entry) == {"class", "prob"} for entry in row["top"])
+        assert all(entry["class"] in FASHION for entry in row["top"])
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
 
     every = cnnlab("predict", run[0] / "model.safetensors", files[0], "--json", "--top", "10", cwd=work)
     row = json.loads(every.stdout)
-    assert sorted(entry["class"] for entry in row["top10"]) == sorted(FASHION)
-    assert sum(entry["prob"] for entry in row["top10"]) == pytest.approx(1, abs=1e-4)
+    assert set(row) == {"file", "top"}
+    assert sorted(entry["class"] for entry in row["top"]) == sorted(FASHION)
+    assert sum(entry["prob"] for entry in row["top"]) == pytest.approx(1, abs=1e-4)
 
 
 def test_predict_text(run, work, images):
@@ -320,3 +322,137 @@ def test_evaluate_and_report_refuse_a_damaged_config_toml_naming_it(small_run, w
     # --data overrides the damaged record
     result = cnnlab("evaluate", run / "model.safetensors", "--data", small_run[1], cwd=work)
     assert result.returncode == 0, result.stderr
+
+
+# ------------------------------ issue 15: summary's class count, explain's flags, the order of sizes
+def here(capsys, *args) -> tuple[int, str, str]:
+    """`cnnlab ARGS...` in this process, for commands that finish at once: (status, out, err)."""
+    from cnnlab.cli import main
+
+    try:
+        status = main([str(a) for a in args])
+    except SystemExit as stop:  # argparse: usage errors and --help
+        status = stop.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("args, header, total", [
+    # the count cnnlab zoo lists (25.6 M), not the 23.5 M of a 10-class head
+    (["resnet50"], "resnet50: 1000 classes, input 3x224x224 (C×H×W)", "25,557,032"),
+    (["resnet50", "--classes", "10"], "resnet50: 10 classes, input 3x224x224 (C×H×W)", "23,528,522"),
+    (["lenet5"], "lenet5: 10 classes, input 1x28x28 (C×H×W)", "61,706"),
+    (["lenet5", "--input", "3x32x32", "--classes", "100"], "lenet5: 100 classes, input 3x32x32 (C×H×W)",
+     "Total params: 69,656"),
+])
+def test_summary_of_a_zoo_name_defaults_to_its_own_classes_and_says_them_first(capsys, args, header,
+                                                                              total):
+    status, out, err = here(capsys, "summary", *args)
+    assert status == 0, err
+    assert out.splitlines()[0] == f"{header}; --classes N and --input CxHxW change them"
+    assert total in out
+    if len(args) == 1:
+        assert f"Total params: {cl.zoo.count(args[0]).params:,}" in out
+
+
+def test_summary_of_a_model_file_says_its_classes_and_input_first(capsys, tmp_path):
+    cl.save(cl.zoo.mlp(num_classes=3, input_shape=(1, 8, 8)), tmp_path / "m.safetensors")
+    status, out, err = here(capsys, "summary", tmp_path / "m.safetensors")
+    assert status == 0, err
+    assert out.splitlines()[0] == f"{tmp_path / 'm.safetensors'}: 3 classes, input 1x8x8 (C×H×W)"
+
+
+def test_explain_words_its_fixes_with_its_flags_and_the_api_keeps_its_arguments(capsys):
+    status, out, err = here(capsys, "explain", "pool", "--input", "7x7x3", "--size", "3", "--stride", "3")
+    assert status == 0, err
+    assert out.splitlines()[-1].endswith(
+        "doesn't fit a 7×7 input. Use --pad 1, --stride 1 or 2, or drop the leftover rows and "
+        'columns as PyTorch does (fit="floor" in Python).')
+    assert "padding=" not in out
+    status, out, _ = here(capsys, "explain", "pool", "--input", "7x7x3", "--size", "3", "--pad", "2")
+    assert status == 0 and out.endswith("the edge windows would hold only padding. Use --pad ≤ 1.\n")
+    status, out, _ = here(capsys, "explain", "conv", "--input", "2x2x1", "--filters", "1", "--size", "3")
+    assert status == 0 and out.endswith("Received: input size 2×2, --pad 0\n")
+    # the Python API, after the command as before it: the layer's argument names
+    with pytest.raises(cl.ShapeError, match=re.escape('Use padding=1, stride 1 or 2, or fit="floor".')):
+        cl.MaxPool2D(3, 3).output_shape((3, 7, 7))
+    with pytest.raises(cl.ShapeError, match=re.escape("Use padding ≤ (1, 1).")):
+        cl.MaxPool2D(3, padding=2).output_shape((3, 7, 7))
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["summary", "fmnist-cnn", "--input", "28x28x1"],
+     "argument --input: expected C×H×W (channels first), got '28x28x1': did you mean 1x28x28?"),
+    (["train", "--input", "64×64×3"],
+     "expected C×H×W (channels first), got '64×64×3': did you mean 3x64x64?"),
+    (["explain", "conv", "--input", "3x32x32", "--filters", "10", "--size", "5"],
+     "argument --input: expected H×W×D (depth last), got '3x32x32': did you mean 32x32x3?"),
+    (["explain", "pool", "--input", "1x28x28", "--size", "2"], "did you mean 28x28x1?"),
+    (["demo", "conv", "--input", "4x9x9", "--out", "unused"], "did you mean 9x9x4?"),
+])
+def test_a_size_in_the_other_order_is_a_usage_error_that_shows_the_fix(capsys, args, fix):
+    status, out, err = here(capsys, *args)
+    assert status == 2 and fix in err and out == ""
+
+
+def test_a_config_files_input_in_the_other_order_shows_the_fix(capsys, tmp_path):
+    (tmp_path / "r.toml").write_text('input = "32x32x3"\n')
+    status, _, err = here(capsys, "train", "-c", tmp_path / "r.toml")
+    assert status == 2
+    assert "input: expected C×H×W (channels first), got '32x32x3': did you mean 3x32x32?" in err
+
+
+@pytest.mark.parametrize("text, chw, hwd", [  # what each flag type reads; None: refused
+    ("3x32x32", (3, 32, 32), None),      # as C×H×W: fine; as H×W×D: 32x32x3 was meant
+    ("32x32x3", None, (32, 32, 3)),
+    ("1×28×28", (1, 28, 28), None),
+    ("3x3x64", (3, 3, 64), (3, 3, 64)),  # a 3×3 map of 64 channels: taken as written
+    ("64x3x3", (64, 3, 3), (64, 3, 3)),
+    ("1x1x512", (1, 1, 512), (1, 1, 512)),
+    ("512x1x1", (512, 1, 1), (512, 1, 1)),
+    ("3x5x4", (3, 5, 4), (3, 5, 4)),     # channels-like at both ends: taken as written
+    ("7x7x7", (7, 7, 7), (7, 7, 7)),
+])
+def test_size_flags_refuse_only_what_looks_written_in_the_other_order(text, chw, hwd):
+    import argparse
+
+    from cnnlab.cli.common import shape_chw, shape_hwd
+
+    for parse, expected in ((shape_chw, chw), (shape_hwd, hwd)):
+        if expected is None:
+            with pytest.raises(argparse.ArgumentTypeError, match="did you mean"):
+                parse(text)
+        else:
+            assert parse(text) == expected
+
+
+@pytest.mark.parametrize("command, order", [
+    ("train", "C×H×W: channels first"), ("summary", "C×H×W: channels first"),
+    ("explain conv", "H×W×D: depth last"), ("explain pool", "H×W×D: depth last"),
+    ("demo conv", "H×W×D: depth last"),
+])
+def test_help_says_which_order_input_takes(capsys, command, order):
+    status, out, _ = here(capsys, *command.split(), "--help")
+    assert status == 0
+    assert order in " ".join(out.split())
+
+
+def test_evaluate_json_has_a_stable_key_set(run, work):
+    keys = {"model", "data", "split", "n", "accuracy", "top_k", "top", "loss", "classes", "per_class",
+            "confusion"}
+    result = cnnlab("evaluate", run[0] / "model.safetensors", "--data", "fashion-mnist-mini", "--json",
+                    cwd=work)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) == keys and report["n"] == 2000 and report["top_k"] == 5
+    assert report["split"] == "test" and len(report["classes"]) == 10
+    assert sum(row["n"] for row in report["per_class"]) == 2000
+    assert np.array(report["confusion"]).sum() == 2000
+    assert 0 <= report["accuracy"] <= report["top"] <= 1
+
+
+def test_quiet_is_accepted_before_and_after_the_command(run, work):
+    for args in (["--quiet", "evaluate"], ["evaluate", "-q"]):
+        result = cnnlab(*args, run[0] / "model.safetensors", "--data", "fashion-mnist-mini", cwd=work)
+        assert result.returncode == 0, result.stderr
+

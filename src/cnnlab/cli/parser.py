@@ -67,10 +67,12 @@ examples:
   cnnlab predict model.safetensors shirt.jpg boot.png
   cnnlab predict model.safetensors *.png --json --top 3
 
-Each image is converted to the model's input with Pillow: grayscale or RGB, stretched to its
-size (stderr says what changed). Colours are not inverted: Fashion-MNIST and MNIST show light
+Each image is converted to the model's input with Pillow: grayscale or RGB, brought to its size
+by the model's recorded rule (stretched, or its shorter side fitted and the middle cut out;
+stderr says what changed). Colours are not inverted: Fashion-MNIST and MNIST show light
 objects on a dark background, so invert a photo of a dark object on a light background first.
---json prints one object a line: {"file": ..., "top5": [{"class": ..., "prob": ...}, ...]}.
+--json prints one object a line: {"file": ..., "top": [{"class": ..., "prob": ...}, ...]}
+(--top K entries, most likely first).
 """
 
 SUMMARY_EXAMPLES = """\
@@ -123,9 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
                "Exit status: 0 success, 1 failure, 2 usage error.")
     parser.add_argument("--version", action="version", version=f"cnnlab {cl.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
-    common = argparse.ArgumentParser(add_help=False)  # --debug after the command name, too
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    common = argparse.ArgumentParser(add_help=False)  # --debug and --quiet after the command too
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of a failure")
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo):
         add(sub, common)
@@ -151,7 +156,8 @@ def _train(sub, common) -> None:
     option("--model", choices=cl.zoo.names(), metavar="NAME",
            help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']})")
     option("--data", metavar="NAME|PATH", help="dataset name or folder (default: Fashion-MNIST)")
-    option("--input", type=shape_chw, metavar="CxHxW", help="model input for image folders")
+    option("--input", type=shape_chw, metavar="CxHxW",
+           help="model input for image folders, C×H×W: channels first, e.g. 3x64x64")
     option("--epochs", type=positive_int, metavar="N", help=f"total epochs (default {RECIPE['epochs']})")
     option("-b", "--batch-size", type=positive_int, metavar="N", help="default 128")
     option("--lr", type=positive, metavar="LR", help="learning rate (default: 0.05 for sgd)")
@@ -181,6 +187,9 @@ def _evaluate(sub, common) -> None:
     p.add_argument("--split", default="test",
                    help="test (default; for an image folder without train/ and test/: the tenth "
                         "that cnnlab train held out), train, val, or all (every image of such a folder)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object: model, data, split, n, accuracy, top_k, top, loss, classes, "
+                        "per_class, confusion")
 
 
 def _predict(sub, common) -> None:
@@ -196,8 +205,12 @@ def _summary(sub, common) -> None:
     p = _command(sub, common, "summary", cmd_summary, "layers, shapes, parameters and their arithmetic",
                  SUMMARY_EXAMPLES)
     p.add_argument("arch", metavar="ARCH|MODEL", help="a zoo name or a .safetensors model file")
-    p.add_argument("--input", type=shape_chw, metavar="CxHxW", help="input shape, e.g. 3x32x32")
-    p.add_argument("--classes", type=positive_int, metavar="N", help="number of classes (default 10)")
+    p.add_argument("--input", type=shape_chw, metavar="CxHxW",
+                   help="input C×H×W: channels first, e.g. 3x32x32 (default: the model's own; the "
+                        "table writes volumes H×W×D)")
+    p.add_argument("--classes", type=positive_int, metavar="N",
+                   help="number of classes (default: the model's own, 1000 for the ImageNet models, "
+                        "10 for the small ones)")
 
 
 def _explain(sub, common) -> None:
@@ -208,7 +221,7 @@ def _explain(sub, common) -> None:
         q = layers.add_parser(name, help=text, description=f"explain {text}", epilog=EXPLAIN_EXAMPLES,
                               formatter_class=RAW, parents=[common])
         q.add_argument("--input", type=shape_hwd, required=True, metavar="HxWxD",
-                       help="input volume, depth last, e.g. 32x32x3")
+                       help="input volume H×W×D: depth last as the lecture writes it, e.g. 32x32x3")
         if name == "conv":
             q.add_argument("--filters", type=positive_int, required=True, metavar="K")
         q.add_argument("--size", type=positive_int, required=True, metavar="F", help="extent")
@@ -237,7 +250,7 @@ def _demo(sub, common) -> None:
                          "every output position with its dot product", epilog=DEMO_EXAMPLES,
                          formatter_class=RAW, parents=[common])
     q.add_argument("--input", type=shape_hwd, default=(5, 5, 3), metavar="HxWxD",
-                   help="input volume, depth last (default 5x5x3)")
+                   help="input volume H×W×D: depth last as the lecture writes it (default 5x5x3)")
     q.add_argument("--filters", type=positive_int, default=2, metavar="K", help="default 2")
     q.add_argument("--size", type=positive_int, default=3, metavar="F", help="extent (default 3)")
     q.add_argument("--stride", type=positive_int, default=2, metavar="S", help="default 2")

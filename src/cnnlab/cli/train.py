@@ -39,6 +39,7 @@ def train_options(args) -> tuple[dict, Path | None]:
         if (checkpoint.parent / CONFIG).is_file():
             base = read_config(checkpoint.parent / CONFIG, args.actions)
         base["out"] = str(checkpoint.parent)
+    _switch_optimizer(explicit, base, config)
     chosen = {**config, **explicit}
     opts = {**RECIPE, **base, **chosen}
     name = opts["optimizer"]
@@ -54,6 +55,17 @@ def train_options(args) -> tuple[dict, Path | None]:
     return opts, checkpoint
 
 
+def _switch_optimizer(explicit: dict, *files: dict) -> None:
+    """A file's lr, momentum and weight decay were chosen for its optimizer: another one given
+    by --optimizer takes its own defaults (or flags), as `-c RUN/config.toml --optimizer adam`
+    means."""
+    named = explicit.get("optimizer")
+    for options in files:
+        if named is not None and options.get("optimizer", named) != named:
+            for key in ("lr", "momentum", "weight-decay"):
+                options.pop(key, None)
+
+
 def make_optimizer(model, opts: dict):
     """The optimizer named by opts (SGD with momentum > 0 is Nesterov's)."""
     name, lr, decay = opts["optimizer"], opts["lr"], opts["weight-decay"]
@@ -66,10 +78,12 @@ def make_optimizer(model, opts: dict):
         model, lr=lr, weight_decay=decay)
 
 
-def make_schedule(kind: str, lr: float, epochs: int):
-    """The learning-rate schedule named `kind` (one of SCHEDULES)."""
-    if kind == "cosine":  # warm-up over the first tenth of training, at most one epoch
-        return cl.optim.CosineLR(lr, epochs, warmup=min(1.0, epochs / 10))
+def make_schedule(kind: str, lr: float, epochs: int, steps_per_epoch: int):
+    """The learning-rate schedule named `kind` (one of SCHEDULES), for `steps_per_epoch` steps
+    an epoch."""
+    if kind == "cosine":  # warm-up: a tenth of training, at most one epoch, at least one step
+        return cl.optim.CosineLR(lr, epochs, warmup=min(1.0, epochs / 10),
+                                 steps_per_epoch=steps_per_epoch)
     if kind == "step":  # ×0.1 at one third and at two thirds of training
         return cl.optim.StepLR(lr, step_size=epochs / 3, gamma=0.1)
     if kind == "onecycle":
@@ -134,16 +148,18 @@ def _out(opts: dict, checkpoint: Path | None) -> Path:
     return out
 
 
-def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None):
+def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None, quiet: bool):
     """cl.fit on (train, val or None, test): the History."""
     train, val, test = data
     try:
         return cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
                       epochs=opts["epochs"], batch_size=opts["batch-size"], val=val,
                       val_split=0.0 if val is not None else opts["val-split"], test=test,
-                      schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"]),
+                      schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"],
+                                             _steps_per_epoch(train[1], val, opts)),
                       transform=make_augment(opts["augment"]), seed=opts["seed"], out=out,
-                      resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0))
+                      resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0),
+                      progress=False if quiet else None)
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
@@ -185,9 +201,16 @@ def cmd_train(args) -> int:
         f"parameters) on {source.describe()}: {_counts(y, val, opts, len(xt), what)}; "
         f"{opts['epochs']} epoch{'s' if opts['epochs'] > 1 else ''} of batch {opts['batch-size']}, "
         f"{optimizer!r}, {opts['schedule']} schedule, augment {opts['augment']} → {out}")
-    history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint)
+    history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args.quiet)
     _finish(model, source, (xt, yt, what), history, names, out)
     return 0
+
+
+def _steps_per_epoch(y, val, opts: dict) -> int:
+    """⌈N/batch size⌉ for the N training images fit() keeps after its validation split."""
+    if val is None and opts["val-split"]:
+        y = y[stratified_split(y, opts["val-split"], opts["seed"])[0]]
+    return -(-len(y) // opts["batch-size"])
 
 
 def _counts(y, val, opts: dict, n_test: int, what: str) -> str:

@@ -5,6 +5,7 @@ split) and `cnnlab predict` (the most likely classes of image files).
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from cnnlab.cli.runs import recorded_data
 from cnnlab.data.folder import read_image
 from cnnlab.data.sources import Source, default_data
 from cnnlab.metrics import format_confusion
+from cnnlab.train import progress as bars
 
 
 def cmd_evaluate(args) -> int:
@@ -25,10 +27,14 @@ def cmd_evaluate(args) -> int:
     # holdout: an image folder's held-out tenth, as train chose it (--split all: every image)
     source = Source(spec or default_data(report=say), holdout=True, report=say)
     x, y, classes, what = source.load_for(model, args.split, args.model)
-    result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy())
     k = min(5, len(classes))
+    result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy(), k=k,
+                         progress=False if args.quiet else None)
+    if args.json:
+        print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result)))
+        return 0
     print(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images")
-    print(f"accuracy {100 * result['accuracy']:.2f}%   top-{k} {100 * result['top5']:.2f}%   "
+    print(f"accuracy {100 * result['accuracy']:.2f}%   top-{k} {100 * result[f'top{k}']:.2f}%   "
           f"loss {result['loss']:.4f}\n")
     width = max(len("class"), *(len(n) for n in classes))
     print(f"{'class':<{width}}  accuracy  images")
@@ -38,6 +44,20 @@ def cmd_evaluate(args) -> int:
         print(f"{name:<{width}}  {text:>8}  {count:>6,}")
     print("\n" + format_confusion(result["confusion"], classes))
     return 0
+
+
+def _evaluation_json(model: str, source: Source, what: str, classes: list[str], k: int,
+                     result: dict) -> dict:
+    """evaluate --json: the same keys for every model and dataset (top_k says what `top` is)."""
+    counts = result["confusion"].sum(axis=1)
+    return {
+        "model": str(model), "data": source.describe(), "split": what, "n": result["n"],
+        "accuracy": result["accuracy"], "top_k": k, "top": result[f"top{k}"], "loss": result["loss"],
+        "classes": classes,
+        "per_class": [{"class": name, "accuracy": None if np.isnan(acc) else float(acc), "n": int(n)}
+                      for name, acc, n in zip(classes, result["per_class"], counts, strict=True)],
+        "confusion": result["confusion"].tolist(),
+    }
 
 
 def cmd_predict(args) -> int:
@@ -51,7 +71,12 @@ def cmd_predict(args) -> int:
     classes = model.class_names or [str(i) for i in range(model.out_shape[-1])]
     k = min(args.top, len(classes))
     failed = 0
+    # a bar over many files only when the predictions go elsewhere than the terminal's screen
+    show = len(args.images) > 1 and not args.quiet and not sys.stdout.isatty() and bars.wanted(None)
+    bar = bars.bar(len(args.images), "predict", unit="file") if show else None
     for path in args.images:
+        if bar is not None:
+            bar.update(1)
         try:
             image, note = read_image(path, model.input_shape, model.preprocess.resize)
         except cl.DataError as error:
@@ -63,9 +88,11 @@ def cmd_predict(args) -> int:
         probs = cl.predict(model, image[None])[0]
         top = np.argsort(-probs, kind="stable")[:k]
         if args.json:
-            print(json.dumps({"file": path, f"top{k}": [
+            print(json.dumps({"file": path, "top": [
                 {"class": classes[i], "prob": round(float(probs[i]), 6)} for i in top]}), flush=True)
         else:
             width = max(len(classes[i]) for i in top)
             print("\n".join([path, *(f"  {classes[i]:<{width}}  {100 * probs[i]:6.2f}%" for i in top)]))
+    if bar is not None:
+        bar.close()
     return 1 if failed else 0

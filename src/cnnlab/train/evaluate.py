@@ -18,6 +18,7 @@ from cnnlab import runtime
 from cnnlab.data.loader import Loader
 from cnnlab.losses import softmax
 from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
+from cnnlab.train import progress as bars
 
 
 class PixelRangeWarning(UserWarning):
@@ -76,16 +77,24 @@ def predict(model, x: np.ndarray, batch_size: int = 512, *, pixel_range: float |
 
 
 def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
-             keep_scores: bool = False, pixel_range: float | None = None) -> dict:
+             keep_scores: bool = False, pixel_range: float | None = None,
+             progress: bool | None = None, what: str = "evaluate") -> dict:
     """Accuracy, top-k accuracy, mean loss, confusion matrix and per-class accuracy, computed in
     batches in inference mode. `data`: (x, y) arrays (x as for predict_scores) or a
     cl.data.Loader. Keys: n, accuracy, top<k>, loss (None without a loss), confusion, per_class,
-    and with keep_scores=True also scores (N, K) and labels (N,)."""
+    and with keep_scores=True also scores (N, K) and labels (N,). `progress`: a bar named
+    `what` (cnnlab.train.progress: by default on a terminal or in Jupyter)."""
     runtime.apply_defaults()
+    total = len(data.y) if isinstance(data, Loader) else len(data[1])
+    bar = bars.bar(total, what) if bars.wanted(progress) else None
     scores, labels = [], []
     for xb, yb in _batches(model, data, batch_size, pixel_range):
         scores.append(model.forward(xb))
         labels.append(yb)
+        if bar is not None:
+            bar.update(len(yb))
+    if bar is not None:
+        bar.close()
     scores, labels = np.concatenate(scores), np.concatenate(labels)
     confusion = confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1])
     kept = {"scores": scores, "labels": labels} if keep_scores else {}

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cnnlab import io, runtime
 from cnnlab.core import DataError, ModelFileError
 from cnnlab.data.loader import Loader, Preprocess
 from cnnlab.data.splits import check_fraction, stratified_split
 from cnnlab.optim import clip_grad_norm
+from cnnlab.train import progress as bars
 from cnnlab.train.evaluate import evaluate
 from cnnlab.train.history import History, epoch_line, evaluation_line
 
@@ -69,7 +69,7 @@ class Trainer:
         self.epochs, self.schedule, self.callbacks = epochs, schedule, list(callbacks)
         self.seed, self.clip_norm, self.checkpoint_every = seed, clip_norm, checkpoint_every
         self.out = None if out is None else Path(out)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.progress = bars.wanted(progress)
         self.verbose = verbose
         self.base_lr = optimizer.lr
         self.history = History()
@@ -148,7 +148,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(len(xb))
                     bar.set_postfix(loss=f"{self.partial['loss'] / self.partial['seen']:.4f}",
-                                    acc=f"{self.partial['correct'] / self.partial['seen']:.3f}")
+                                    acc=f"{100 * self.partial['correct'] / self.partial['seen']:.2f}%")
                 if self.checkpoint_every and self.global_step % self.checkpoint_every == 0 \
                         and self.step < steps:
                     self.partial["seconds"] += time.perf_counter() - started
@@ -169,7 +169,8 @@ class Trainer:
         """The test split, evaluated once, after training: nothing was chosen on it."""
         if self.test is None or not len(self.history):
             return
-        self.history.record_test(evaluate(self.model, self.test, loss=self.loss))
+        self.history.record_test(evaluate(self.model, self.test, loss=self.loss,
+                                          progress=self.progress, what="test"))
         if self.verbose:
             print(evaluation_line(self.history.test), file=sys.stderr, flush=True)
         if self.out is not None:
@@ -184,8 +185,7 @@ class Trainer:
         if not self.progress:
             return None
         done = min(self.step * self.train.batch_size, len(self.train.x))
-        return tqdm(total=len(self.train.x), initial=done, unit="img", unit_scale=True,
-                    desc=f"epoch {self.epoch + 1}/{self.epochs}", leave=False, file=sys.stderr)
+        return bars.bar(len(self.train.x), f"epoch {self.epoch + 1}/{self.epochs}", initial=done)
 
     def _train_step(self, xb: np.ndarray, yb: np.ndarray, steps: int) -> None:
         position = self.epoch + self.step / steps
@@ -234,7 +234,8 @@ class Trainer:
                "train_acc": p["correct"] / p["seen"], "val_loss": None, "val_acc": None,
                "lr": self.optimizer.lr, "seconds": p["seconds"]}
         if self.val is not None:
-            result = evaluate(self.model, self.val, loss=self.loss)
+            result = evaluate(self.model, self.val, loss=self.loss, progress=self.progress,
+                              what="validation")
             row["val_loss"], row["val_acc"] = result["loss"], result["accuracy"]
         self.history.rows.append(row)
         self.epoch, self.step = self.epoch + 1, 0
@@ -242,7 +243,8 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_epoch_end(self, row)
         if self.verbose:
-            print(epoch_line(row, self.epochs), file=sys.stderr, flush=True)
+            print(epoch_line(row, self.epochs, loss=self.loss, model=self.model, lr=self.base_lr),
+                  file=sys.stderr, flush=True)
         if self.out is not None:
             score = row["val_acc"]  # chosen on validation only: None without validation data
             if score is not None and (self.best is None or score > self.best):

@@ -109,7 +109,7 @@ def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
     on = f": {html.escape(data)}" if data else ""
     headline = (f'<p class="headline">Test accuracy <b>{100 * result["accuracy"]:.2f}%</b> '
                 f"(top-{top} {100 * result[f'top{top}']:.1f}%, loss {result['loss']:.4f}) on "
-                f"{len(y):,} images{on}.</p>")
+                f"{len(y):,} images{on}, evaluated once, after training.</p>")
     title = title or f"cnnlab report: {run_dir.resolve().name}"
     path = run_dir / "report.html"
     atomic_write(path, _page(title, run_dir, headline, body).encode("utf-8"))
@@ -120,9 +120,13 @@ def _curves(history: History | None) -> str:
     if history is None or not len(history):
         return '<p class="note">No training history (metrics.csv) in this run.</p>'
     seconds = sum(v for v in history["seconds"] if v is not None)
+    validated = any(v is not None for v in history["val_acc"])
+    protocol = (" The validation curves are measured on data held out of training; the best "
+                "checkpoint and early stopping were chosen on them, never on the test split."
+                if validated else " No validation data: nothing was chosen on held-out images.")
     return (_image(figures.curves(history), "loss, accuracy and learning rate per epoch")
             + f'<p class="note">{len(history)} epoch{"s" if len(history) > 1 else ""}, '
-            f"{seconds:.0f} s of training.</p>")
+            f"{seconds:.0f} s of training.{protocol}</p>")
 
 
 def _filters(model) -> str:
