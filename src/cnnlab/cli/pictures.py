@@ -35,6 +35,6 @@ def cmd_demo(args) -> int:
     shown = cl.viz.conv_demo(args.input, args.filters, args.size, args.stride, args.pad,
                              seed=args.seed)
     say(shown.title())
-    for path in shown.save(args.out)[::-1]:
+    for path in shown.save(args.out, progress=False if args.quiet else None)[::-1]:
         print(path)
     return 0

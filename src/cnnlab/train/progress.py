@@ -23,3 +23,12 @@ def bar(total: int, desc: str, *, initial: int = 0, unit: str = "img"):
     """A bar over `total` items that disappears when done (the epoch line takes its place)."""
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, leave=False,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+def track(items, total: int, desc: str, *, unit: str, progress: bool | None = None):
+    """`items`, with a bar over them when progress is wanted (see `wanted`)."""
+    if not wanted(progress):
+        return items
+    return tqdm(items, total=total, desc=desc, unit=unit, leave=False, file=sys.stderr,
+                dynamic_ncols=True)
+

@@ -120,15 +120,15 @@ class ConvDemo:
     def to_html(self) -> str:
         return page(self)
 
-    def to_gif(self, *, duration_ms: int = 900) -> bytes:
-        return gif(self, duration_ms=duration_ms)
+    def to_gif(self, *, duration_ms: int = 900, progress: bool | None = None) -> bytes:
+        return gif(self, duration_ms=duration_ms, progress=progress)
 
-    def save(self, out: str | os.PathLike) -> tuple[Path, Path]:
-        """Writes out/demo.gif and out/demo.html (creating the folder); returns both paths."""
+    def save(self, out: str | os.PathLike, *, progress: bool | None = None) -> tuple[Path, Path]:
+        """Writes out/demo.gif and out/demo.html (creating the folder); returns both paths.
+        `progress`: a bar over the GIF's frames (cnnlab.train.progress's rule)."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-
-        atomic_write(out / "demo.gif", self.to_gif())
+        atomic_write(out / "demo.gif", self.to_gif(progress=progress))
         atomic_write(out / "demo.html", self.to_html().encode("utf-8"))
         return out / "demo.gif", out / "demo.html"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import GifImagePlugin, Image, ImageDraw, ImageFont
 
+from cnnlab.train import progress as bars
 from cnnlab.viz.typography import minus
 
 CELL, GAP, MARGIN, LINE = 26, 14, 14, 18
@@ -196,12 +197,15 @@ class _Canvas:
                        changes_only=changes_only)
 
 
-def gif(demo, *, duration_ms: int = 900) -> bytes:
+def gif(demo, *, duration_ms: int = 900, progress: bool | None = None) -> bytes:
     """The animated GIF, one frame per output value (filter by filter, row by row), looping.
-    Each frame is drawn, reduced to the palette and written before the next is drawn."""
+    Each frame is drawn, reduced to the palette and written before the next is drawn.
+    `progress`: a bar over the frames (by default on a terminal or in Jupyter)."""
     out = _io.BytesIO()
     palette = shown = None
-    for image in _Canvas(demo).frames():
+    frames = bars.track(_Canvas(demo).frames(), len(demo.steps), "demo.gif", unit="frame",
+                        progress=progress)
+    for image in frames:
         if palette is None:
             palette = image.quantize(PALETTE_SIZE, dither=Image.Dither.NONE)
             colours = palette.getpalette()
