@@ -15,6 +15,7 @@ import cnnlab as cl
 from cnnlab.cli.common import Failure, say
 from cnnlab.cli.runs import recorded_data
 from cnnlab.data import Preprocess, sources
+from tests.test_viz import cnnlab as here  # in this process: (status, out, err)
 
 Image = pytest.importorskip("PIL.Image")
 FASHION = cl.data.class_names("fashion-mnist")
@@ -325,16 +326,6 @@ def test_evaluate_and_report_refuse_a_damaged_config_toml_naming_it(small_run, w
 
 
 # ------------------------------ issue 15: summary's class count, explain's flags, the order of sizes
-def here(capsys, *args) -> tuple[int, str, str]:
-    """`cnnlab ARGS...` in this process, for commands that finish at once: (status, out, err)."""
-    from cnnlab.cli import main
-
-    try:
-        status = main([str(a) for a in args])
-    except SystemExit as stop:  # argparse: usage errors and --help
-        status = stop.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.mark.parametrize("args, header, total", [

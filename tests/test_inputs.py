@@ -61,13 +61,18 @@ def test_a_pixel_range_that_cannot_be_is_refused(trained):
         cl.predict(bare, x)
 
 
-def test_the_file_records_the_whole_preprocessing(trained, tmp_path):
-    model, x, _ = trained
+def save_cropping(model, path) -> None:
+    """`model` saved with the resize rule "center-crop" (the fixture keeps "stretch")."""
     model.preprocess.resize = "center-crop"
     try:
-        cl.save(model, tmp_path / "m.safetensors")
+        cl.save(model, path)
     finally:
         model.preprocess.resize = "stretch"
+
+
+def test_the_file_records_the_whole_preprocessing(trained, tmp_path):
+    model, x, _ = trained
+    save_cropping(model, tmp_path / "m.safetensors")
     recorded = json.loads(io.read_file(tmp_path / "m.safetensors")[1]["preprocess"])
     assert set(recorded) == {"mean", "std", "scale", "channels", "resize", "input_size"}
     assert recorded["channels"] == "L" and recorded["resize"] == "center-crop"
@@ -92,11 +97,7 @@ def test_center_crop_keeps_the_aspect_ratio(tmp_path):
 
 def test_the_command_reads_images_by_the_models_rule_and_explains_a_float_model(trained, tmp_path):
     model, x, _ = trained
-    model.preprocess.resize = "center-crop"
-    try:
-        cl.save(model, tmp_path / "crop.safetensors")
-    finally:
-        model.preprocess.resize = "stretch"
+    save_cropping(model, tmp_path / "crop.safetensors")
     Image.fromarray(np.pad(x[0, 0], ((0, 0), (14, 14)))).save(tmp_path / "padded.png")  # 28×56
     result = cnnlab("predict", "crop.safetensors", "padded.png", "--json", "--top", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
