@@ -42,10 +42,21 @@ def cmd_summary(args) -> int:
         kwargs["num_classes"] = args.classes
     if args.input:
         kwargs["input_shape"] = args.input
+    _check_limits(name, kwargs)
     model = cl.zoo.get(name, **kwargs)
     print(f"{name}: {_what(model)}; --classes N and --input CxHxW change them")
     print(model.summary())
     return 0
+
+
+def _check_limits(name: str, kwargs: dict) -> None:
+    """Refuses, before a weight is allocated, a zoo model whose --input or --classes ask for more
+    parameters or activations than cl.io.Limits (CNNLAB_LIMITS raises them): the model files'
+    limits, counted from the shapes alone."""
+    shape = cl.zoo.count(name, **kwargs).input_shape  # ShapeError, as building would
+    need = cl.io.footprint([cl.zoo.get(name, **kwargs, build=False)], shape)
+    cl.io.check_footprint(need, cl.io.Limits.from_environment(),
+                          f"{name} at input {'x'.join(map(str, shape))}")
 
 
 def _what(model: cl.Sequential) -> str:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.core import DataError
+from cnnlab.files import read_regular
 
 #: file name endings read as images; other files in a class folder are skipped (and counted)
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -75,10 +76,10 @@ def _decode(path: Path, c: int, h: int, w: int, resize: str = "stretch"
             ) -> tuple[np.ndarray, str, tuple[int, int]]:
     """(C, H, W) uint8, the source mode and (height, width) of the file at `path`."""
     Image, ImageOps = _pillow()
+    # Pillow reads from memory: a chunk length in a damaged header can never make it allocate
+    # more than the file holds
+    raw = io.BytesIO(_read(path))
     try:
-        # Pillow reads from memory: a chunk length in a damaged header can never make it
-        # allocate more than the file holds
-        raw = io.BytesIO(path.read_bytes())
         with warnings.catch_warnings():
             # above MAX_IMAGE_PIXELS Pillow only warns (it raises above twice that): refuse both
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -92,12 +93,6 @@ def _decode(path: Path, c: int, h: int, w: int, resize: str = "stretch"
                 array = np.asarray(image, dtype=np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise DataError(f"{path}: refused as a possible decompression bomb ({error})") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a folder, not an image file") from None
-    except PermissionError as error:
-        raise DataError(f"{path}: cannot read ({error.strerror})") from None
     except MemoryError:
         raise DataError(f"{path}: too large to decode in the memory available") from None
     except Image.UnidentifiedImageError:
@@ -108,6 +103,19 @@ def _decode(path: Path, c: int, h: int, w: int, resize: str = "stretch"
         raise DataError(f"{path}: corrupt or truncated image ({error})") from None
     array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
     return np.ascontiguousarray(array), mode, (height, width)
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes (files.read_regular: a regular file only, never past its size, so a FIFO
+    cannot block and /dev/zero cannot fill memory); DataError naming the file otherwise."""
+    try:
+        return read_regular(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a folder, not an image file") from None
+    except OSError as error:  # a FIFO, a device, no permission
+        raise DataError(f"{path}: cannot read ({error.strerror or error})") from None
 
 
 def _resized(image, h: int, w: int, rule: str):

@@ -4,6 +4,8 @@
                      read_file / write_file, a model's tensors in and out
     architecture_json.py  a model as JSON and back, through the closed list of cnnlab's layers
     model.py         model files: save, load
+    limits.py        what a file may ask for, checked before anything is built: JSON depth and
+                     sizes, finite numbers, Limits (parameters, activations, layers)
     checkpoint.py    training checkpoints: the one owner of their format
 
 A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
@@ -34,6 +36,16 @@ from cnnlab.io.checkpoint import (
     training_state,
     write_checkpoint,
 )
+from cnnlab.io.limits import (
+    LIMITS_VARIABLE,
+    MAX_JSON_DEPTH,
+    MAX_JSON_ITEMS,
+    MAX_JSON_STRING,
+    Footprint,
+    Limits,
+    check_footprint,
+    footprint,
+)
 from cnnlab.io.model import load, model_from, model_metadata, save
 from cnnlab.io.tensors import (
     FORMAT,
@@ -48,7 +60,9 @@ from cnnlab.io.tensors import (
 )
 
 __all__ = [
-    "CHECKPOINT", "FORMAT", "MAX_DEPTH", "MAX_HEADER", "WEIGHT_SLACK", "Checkpoint", "architecture",
+    "CHECKPOINT", "FORMAT", "LIMITS_VARIABLE", "MAX_DEPTH", "MAX_HEADER", "MAX_JSON_DEPTH",
+    "MAX_JSON_ITEMS", "MAX_JSON_STRING", "WEIGHT_SLACK", "Checkpoint", "Footprint", "Limits",
+    "architecture", "check_footprint", "footprint",
     "assign", "digest", "from_architecture", "load", "model_from", "model_metadata", "model_tensors",
     "read_checkpoint", "read_file", "restore", "rng_states", "save", "set_rng_states",
     "training_state", "write_checkpoint", "write_file",

@@ -4,20 +4,20 @@
      "layers": [{"type": "Conv2D", "filters": 32, ...}, ...]}
 
 Only the layer types of cnnlab.layers, with their constructor arguments as plain values, are
-accepted; nested Sequentials at most MAX_DEPTH deep; and an architecture may not ask for more
-weights than its file holds (WEIGHT_SLACK beyond): refused before anything is allocated.
+accepted; nested Sequentials at most MAX_DEPTH deep; the JSON checked iteratively first
+(depth, sizes, finite numbers: cnnlab.io.limits); and an architecture may not ask for more
+weights than its file holds (WEIGHT_SLACK beyond), nor more parameters, activations or layers
+than its Limits: refused before anything is allocated.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
-
-import numpy as np
 
 from cnnlab import layers as layer_module
 from cnnlab.core import Layer, ModelFileError
-from cnnlab.layers import Concat, Conv2D, Dense, LocallyConnected2D, Residual, Sequential
+from cnnlab.io.limits import Footprint, Limits, check_footprint, check_json, footprint
+from cnnlab.layers import Concat, Residual, Sequential
 
 #: nested Sequentials deeper than this are refused (the zoo's deepest is 2)
 MAX_DEPTH = 8
@@ -104,29 +104,18 @@ def _plain(value) -> bool:
     return value is None or isinstance(value, bool | int | float | str)
 
 
-def _weights_needed(layers, shape) -> int:
-    """The weights `layers` allocate when built on input `shape`, from the shapes alone (weight
-    matrices only, so never more than a valid file holds). Raises what output_shape raises."""
-    total = 0
-    for layer in layers:
-        out = layer.output_shape(shape)
-        if parts := layer.sublayer_inputs(shape):  # Sequential, Residual, Concat, SqueezeExcite
-            total += sum(_weights_needed([part], part_shape) for part, part_shape in parts)
-        elif isinstance(layer, Conv2D):  # Conv1D and LocallyConnected1D/2D are Conv2Ds
-            n = layer.filters * shape[0] * math.prod(np.atleast_1d(layer.kernel_size).tolist())
-            total += n * math.prod(out[1:]) if isinstance(layer, LocallyConnected2D) else n
-        elif isinstance(layer, Dense):
-            total += layer.units * shape[0]
-        shape = out
-    return total
-
-
-def from_architecture(arch, *, max_weights: int | None = None) -> Sequential:
+def from_architecture(arch, *, max_weights: int | None = None,
+                      limits: Limits | None = None) -> Sequential:
     """Rebuilds (and builds) the model an architecture dict describes. With `max_weights` (the
     parameter values a file holds), an architecture needing more than WEIGHT_SLACK beyond it is
-    refused before anything is allocated: memory stays bounded by the file's size."""
+    refused before anything is allocated: memory stays bounded by the file's size. So is one
+    needing more parameters, activations or layers than `limits` (default:
+    Limits.from_environment(), the defaults unless CNNLAB_LIMITS raises them)."""
     if not isinstance(arch, dict) or arch.get("type") != "Sequential":
         raise ModelFileError("architecture: expected an object of type 'Sequential'")
+    limits = Limits.from_environment() if limits is None else limits
+    # before any recursive walk: nesting, sizes, finite numbers; then the layer count
+    check_footprint(Footprint(0, 0, check_json(arch, "architecture") - 1), limits, "architecture")
     shape, dtype = arch.get("input_shape"), arch.get("dtype", "float32")
     if (not isinstance(shape, list) or not 1 <= len(shape) <= 3
             or not all(isinstance(d, int) and 0 < d <= 1 << 16 for d in shape)):
@@ -139,10 +128,11 @@ def from_architecture(arch, *, max_weights: int | None = None) -> Sequential:
     registry = layer_registry()
     built = [_make_layer(spec, f"architecture.layers[{i}]", registry) for i, spec in enumerate(layers)]
     try:
-        needed = _weights_needed(built, tuple(shape))
-        if max_weights is not None and needed > max_weights + WEIGHT_SLACK:
-            raise ModelFileError(f"architecture: its layers need {needed:,} weights but the file holds "
-                                 f"{max_weights:,} parameter values; refusing to allocate them")
+        need = footprint(built, tuple(shape))
+        if max_weights is not None and need.params > max_weights + WEIGHT_SLACK:
+            raise ModelFileError(f"architecture: its layers need {need.params:,} weights but the file "
+                                 f"holds {max_weights:,} parameter values; refusing to allocate them")
+        check_footprint(need, limits, "architecture")
         return Sequential(built, input_shape=tuple(shape), dtype=dtype)
     except ModelFileError:
         raise

@@ -111,7 +111,7 @@ def training_state(metadata: dict[str, str], path) -> dict:
     every field's type checked: a model file, or a damaged or tampered state, is a ModelFileError
     here rather than a crash halfway through a resumed run. The state is not covered by the
     SHA-256 (the tensors are); what it holds is checked when it is used."""
-    training = meta_json(metadata, "training", path)
+    training = meta_json(metadata, "training", path, finite=False)  # each field checked below
     if training is None:
         raise ModelFileError(f"{path}: a model file, not a training checkpoint")
     if not isinstance(training, dict):

@@ -12,6 +12,7 @@ import os
 from cnnlab.core import ModelFileError
 from cnnlab.data.loader import Preprocess
 from cnnlab.io.architecture_json import architecture, from_architecture
+from cnnlab.io.limits import Limits
 from cnnlab.io.tensors import FORMAT, assign, meta_json, model_tensors, read_file, write_file
 from cnnlab.layers import Sequential
 
@@ -40,22 +41,31 @@ def save(model: Sequential, path: str | os.PathLike, *, evaluation: dict | None 
     write_file(path, model_tensors(model), {**model_metadata(model), **extra})
 
 
-def load(path: str | os.PathLike) -> Sequential:
-    """The model saved by `save` (or a checkpoint's model), with its weights."""
+def load(path: str | os.PathLike, *, limits: Limits | None = None) -> Sequential:
+    """The model saved by `save` (or a checkpoint's model), with its weights. A model needing
+    more parameters, activations or layers than `limits` (default: Limits.from_environment())
+    is refused before it is built."""
     tensors, metadata = read_file(path)
-    return model_from(tensors, metadata, path)
+    return model_from(tensors, metadata, path, limits=limits)
 
 
-def model_from(tensors, metadata, path) -> Sequential:
+def model_from(tensors, metadata, path, *, limits: Limits | None = None) -> Sequential:
     """The model a file's tensors and metadata describe (read_file's output), every name,
     shape and metadata entry checked; errors name `path`."""
     stored = sum(v.size for k, v in tensors.items() if k.startswith("param."))
-    model = from_architecture(meta_json(metadata, "architecture", path), max_weights=stored)
+    try:
+        model = from_architecture(meta_json(metadata, "architecture", path), max_weights=stored,
+                                  limits=limits)
+    except ModelFileError as error:
+        raise ModelFileError(str(error) if str(error).startswith(str(path)) else f"{path}: {error}") from None
     assign(model, tensors, path)
     model.preprocess = _preprocess(meta_json(metadata, "preprocess", path), model, path)
     names = meta_json(metadata, "class_names", path)
     if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)):
         raise ModelFileError(f"{path}: class_names must be a list of strings")
+    if names is not None and len(model.out_shape) == 1 and len(names) != model.out_shape[0]:
+        raise ModelFileError(f"{path}: class_names lists {len(names)} classes but the model has "
+                             f"{model.out_shape[0]} outputs")
     model.class_names = names
     return model
 

@@ -3,7 +3,9 @@
 A file holds tensors named "param.<name>" and "buffer.<name>" (in a checkpoint also
 "optim.<name>.<slot>") and string metadata, among it "format" (FORMAT) and "sha256": the digest
 of every tensor's name, dtype, shape and bytes, checked on every read. Reading never unpickles or
-evaluates anything: the header is JSON, parsed only once its length fits the file.
+evaluates anything: the header is JSON, parsed only once its length fits the file. Only a regular
+file is read (never a FIFO or a device), and no more than the size it declares; every tensor must
+hold finite numbers, every metadata entry JSON within cnnlab.io.limits' bounds.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from safetensors.numpy import load as unpack_safetensors
 from safetensors.numpy import save as pack_safetensors
 
 from cnnlab.core import Layer, ModelFileError, walk
-from cnnlab.files import atomic_write
+from cnnlab.files import atomic_write, read_regular
+from cnnlab.io.limits import check_json
 
 FORMAT = "cnnlab/1"
 #: headers above this are refused before they are parsed (a real one is a few kB)
@@ -48,7 +51,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     """Tensors and metadata of a cnnlab safetensors file, integrity checked."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular(path)
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read ({error.strerror or error})") from None
     if len(raw) < 8:
@@ -75,22 +78,24 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
     if metadata.get("sha256") != digest(tensors):
         raise ModelFileError(f"{path}: the tensors do not match their SHA-256 (corrupted or "
                              "modified file); refusing to use them")
+    for name, array in tensors.items():  # NaN/Inf weights or statistics: valid bytes, no model
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            raise ModelFileError(f"{path}: tensor {name} holds {bad:,} non-finite values (NaN or "
+                                 "Inf); refusing to use it")
     return tensors, metadata
 
 
-def _meta_json(metadata: dict[str, str], key: str, path):
+def meta_json(metadata: dict[str, str], key: str, path, *, finite: bool = True):
+    """A metadata entry parsed as JSON ("null" when absent); ModelFileError when it is not JSON,
+    or nests too deep, holds too long a list or string, or (with `finite`) a non-finite number
+    (check_json)."""
     try:
-        return json.loads(metadata.get(key, "null"))
+        value = json.loads(metadata.get(key, "null"))
     except (ValueError, RecursionError):
         raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON") from None
-
-
-def meta_json(metadata: dict[str, str], key: str, path):
-    """A metadata entry parsed as JSON ("null" when absent); ModelFileError when it is not JSON."""
-    try:
-        return json.loads(metadata.get(key, "null"))
-    except (ValueError, RecursionError):
-        raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON") from None
+    check_json(value, f"{path}: metadata {key!r}", finite=finite)
+    return value
 
 
 def model_tensors(model: Layer) -> dict[str, np.ndarray]:
