@@ -41,7 +41,8 @@ def halfway_through_save(n: int) -> None:
     replace, count = os.replace, [0]
 
     def cut(src, dst, **kw) -> None:
-        if re.fullmatch(r"\..+\.tmp\d+", os.path.basename(src)):  # cnnlab.files.temporary_name
+        # cnnlab.files.temporary_name (+ 8 random hex digits): .NAME.tmpPID-1f2e3d4c
+        if re.fullmatch(r"\..+\.tmp\d+-[0-9a-f]{8}", os.path.basename(src)):
             count[0] += 1
             if count[0] == n:
                 with open(src, "r+b") as f:

@@ -126,7 +126,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(work, reference, poin
     assert saved_step(run / CHECKPOINT) == last_step  # intact and loadable
     leftovers = sorted(p.name for p in run.iterdir() if ".tmp" in p.name)
     if point.startswith("save"):  # the half-written temporary file, never the target itself
-        assert leftovers == [f".{CHECKPOINT}.tmp{leftovers[0].rsplit('.tmp', 1)[1]}"]
+        assert len(leftovers) == 1 and re.fullmatch(rf"\.{re.escape(CHECKPOINT)}\.tmp\d+-[0-9a-f]{{8}}",
+                                                    leftovers[0]), leftovers
         assert 0 < (run / leftovers[0]).stat().st_size < (run / CHECKPOINT).stat().st_size
     else:
         assert leftovers == []

@@ -1,13 +1,19 @@
 """What every command shares: the two error kinds and their exit statuses, `say` (stderr), the
 one-line form of an error, and the types that check flag values.
 
-Imports nothing from cnnlab: the other cli modules build on it.
+Imports nothing from cnnlab but files (the words for a full disk): the other cli modules build
+on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import unicodedata
+
+from cnnlab.files import REASONS
 
 
 class UsageError(Exception):
@@ -23,11 +29,25 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+#: an ANSI escape sequence: CSI (colours, cursor moves), OSC (titles, links) or a lone ESC pair
+ANSI = r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])"
+
+
+def printable(text: str) -> str:
+    """`text` safe to print on a terminal: ANSI escape sequences removed, and every other control
+    or format character (a newline, a carriage return, a right-to-left override) shown as its
+    escape, e.g. \\x07. For names that come from files: class folders, file names."""
+    text = re.sub(ANSI, "", text)
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1] for ch in text)
+
+
 def one_line(error: BaseException) -> str:
     """An error's message on one line: an OSError as "FILE: reason"; a multi-line message joined
     with ". " between sentences and "; " between the indented items of a list."""
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        text = f"{error.filename}: {error.strerror}"
+    if isinstance(error, OSError) and error.strerror:  # never "[Errno 28] ..."
+        plain = error.errno in REASONS and error.strerror == os.strerror(error.errno)
+        reason = REASONS[error.errno] if plain else error.strerror
+        text = f"{error.filename}: {reason}" if error.filename else reason
     else:
         text = str(error) or type(error).__name__
     out, after_item = "", False
@@ -36,7 +56,7 @@ def one_line(error: BaseException) -> str:
         if line:
             sep = "; " if item and after_item else " " if out.endswith((":", ".", ";")) else ". "
             out, after_item = (out + sep if out else "") + line, item
-    return out
+    return printable(out)
 
 
 # ------------------------------------------------------------------ flag types

@@ -184,7 +184,7 @@ def _evaluate(sub, common) -> None:
                  "accuracy, per-class accuracy and confusion matrix", EVALUATE_EXAMPLES)
     p.add_argument("model", metavar="MODEL", help="a .safetensors model file")
     p.add_argument("--data", metavar="NAME|PATH", help="dataset name or folder")
-    p.add_argument("--split", default="test",
+    p.add_argument("--split", default="test", choices=("test", "train", "val", "all"),
                    help="test (default; for an image folder without train/ and test/: the tenth "
                         "that cnnlab train held out), train, val, or all (every image of such a folder)")
     p.add_argument("--json", action="store_true",

@@ -5,19 +5,73 @@ by train, read back by -c, --resume, evaluate and report) and the default folder
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
+import os
+import re
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cnnlab.cli.common import Failure, UsageError
-from cnnlab.files import atomic_write
+from cnnlab.files import TEMPORARY, atomic_write
 
 CHECKPOINT = "last.ckpt.safetensors"
 CONFIG = "config.toml"  # what a run directory keeps of its options, readable by -c
 #: what config.toml leaves out: the run's own folder (-c FILE then starts a new run; --resume
 #: finds the folder from the checkpoint)
 UNRECORDED = ("out", "resume")
+LOCK = ".lock"  # held (flock) by the one cnnlab train writing the folder; holds its pid
+
+
+@contextlib.contextmanager
+def locked_run(out: Path) -> Iterator[None]:
+    """Makes the run directory `out` and holds its lock while the block runs: a second cnnlab
+    train on the same folder fails at once, naming the holder's pid. The lock is the kernel's
+    (flock), so a killed run never leaves it held. Once held, the temporary files of writes that
+    were killed (`.NAME.tmpPID-RANDOM`, cnnlab.files) are removed."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | os.O_CLOEXEC,
+                 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise Failure(f"{out} is in use by another cnnlab train (pid {pid}); wait for it or "
+                          "choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_stale_temporaries(out)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race a waiting run)
+
+
+def remove_stale_temporaries(out: Path) -> list[str]:
+    """Removes the temporary files that killed writes left in `out` (their writer is gone):
+    the names removed."""
+    removed = []
+    for path in out.iterdir():
+        match = re.fullmatch(TEMPORARY, path.name)
+        if match and not _alive(int(match["pid"])) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():  # this run has written nothing yet
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def run_dir(model: str) -> Path:

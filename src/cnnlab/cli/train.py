@@ -8,10 +8,11 @@ import inspect
 from pathlib import Path
 
 import cnnlab as cl
-from cnnlab.cli.common import Failure, UsageError, one_line, say
-from cnnlab.cli.runs import CHECKPOINT, CONFIG, read_config, run_dir, write_config
+from cnnlab.cli.common import Failure, UsageError, one_line, printable, say
+from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir, write_config
 from cnnlab.core import volume
 from cnnlab.data import transforms
+from cnnlab.data.datasets import DATASETS
 from cnnlab.data.sources import Source, default_data
 from cnnlab.data.splits import stratified_split
 
@@ -23,6 +24,9 @@ WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 1e-2}
 WITH_MOMENTUM = ("sgd", "rmsprop")
 AUGMENT = ("none", "flip-crop", "flip-crop-erase")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
+#: what a resumed run keeps: another value would continue the run on other terms under its name
+#: (--epochs, the learning rate, the schedule, ... may change)
+FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input")
 
 
 def train_options(args) -> tuple[dict, Path | None]:
@@ -38,6 +42,8 @@ def train_options(args) -> tuple[dict, Path | None]:
             raise Failure(f"{resume}: no checkpoint to resume ({checkpoint} does not exist)")
         if (checkpoint.parent / CONFIG).is_file():
             base = read_config(checkpoint.parent / CONFIG, args.actions)
+            _check_resumed({**config, **explicit}, base)
+        _check_folder({**config, **explicit}, checkpoint.parent)
         base["out"] = str(checkpoint.parent)
     _switch_optimizer(explicit, base, config)
     chosen = {**config, **explicit}
@@ -53,6 +59,36 @@ def train_options(args) -> tuple[dict, Path | None]:
     opts.setdefault("weight-decay", WEIGHT_DECAY.get(name, 0.0))
     opts.pop("resume", None)
     return opts, checkpoint
+
+
+def _check_resumed(chosen: dict, recorded: dict) -> None:
+    """A UsageError naming the first option of `chosen` (-c FILE and flags) that contradicts the
+    `recorded` options (config.toml) of the run being resumed."""
+    for key in FIXED:
+        if key in chosen and _comparable(key, chosen[key]) != _comparable(key, recorded.get(key)):
+            was = recorded.get(key)
+            raise UsageError(f"--{key} {_shown(chosen[key])} contradicts the run being resumed "
+                             f"({'none' if was is None else _shown(was)}); give the same value or "
+                             "start a new run")
+
+
+def _check_folder(chosen: dict, folder: Path) -> None:
+    """--out may only name the folder of the run being resumed."""
+    if "out" in chosen and Path(chosen["out"]).resolve() != folder.resolve():
+        raise UsageError(f"--out {chosen['out']} contradicts the run being resumed ({folder}); a "
+                         "resumed run stays in its folder: leave out --out, or start a new run")
+
+
+def _comparable(key: str, value):
+    """A value as the run records it: a data folder by its absolute path."""
+    if key == "data" and value is not None and value not in DATASETS:
+        return str(Path(value).resolve())
+    return value
+
+
+def _shown(value) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else f"{value:g}" if isinstance(
+        value, float) else str(value)
 
 
 def _switch_optimizer(explicit: dict, *files: dict) -> None:
@@ -127,6 +163,10 @@ def _data(opts: dict, source: Source, model):
 def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names: list[str]):
     """The resumed model, checked against the images; else a new zoo model for them."""
     if model is None:
+        if len(names) < 2:
+            raise Failure(f"{printable(source.spec)} has {len(names)} class"
+                          f"{'' if len(names) == 1 else 'es'} ({printable(', '.join(names))}); "
+                          "a classifier needs at least two: one folder of images per class")
         model = cl.zoo.get(opts["model"], num_classes=len(names), input_shape=x.shape[1:],
                            seed=opts["seed"])
         model.class_names = names
@@ -136,16 +176,12 @@ def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names:
     return model
 
 
-def _out(opts: dict, checkpoint: Path | None) -> Path:
-    """The run directory, made and given its config.toml; a new run may not overwrite another."""
-    out = Path(opts["out"]) if "out" in opts else run_dir(opts["model"])
+def _start(opts: dict, checkpoint: Path | None, out: Path) -> None:
+    """The run directory, locked, given its config.toml; a new run may not overwrite another."""
     if checkpoint is None and (out / CHECKPOINT).exists():
         raise Failure(f"{out} already holds a run; continue it with --resume {out}, or choose "
                       "another --out")
-    opts["out"] = str(out)
-    out.mkdir(parents=True, exist_ok=True)
     write_config(out / CONFIG, opts)
-    return out
 
 
 def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None, quiet: bool):
@@ -187,7 +223,7 @@ def cmd_train(args) -> int:
     opts, checkpoint = train_options(args)
     if "data" not in opts:
         opts["data"] = default_data(report=say)
-    source = Source(opts["data"], holdout=True, report=say)
+    source = Source(opts["data"], holdout=True, report=lambda text: say(printable(text)))
     opts["data"] = source.stored
     model, done = _resumed(checkpoint) if checkpoint else (None, 0)
     if checkpoint and done >= opts["epochs"]:
@@ -195,14 +231,18 @@ def cmd_train(args) -> int:
             "to train on")
     (x, y, names), val, (xt, yt, what) = _data(opts, source, model)
     model = _model(opts, model, checkpoint, source, x, names)
-    out = _out(opts, checkpoint)
-    optimizer = make_optimizer(model, opts)
-    say(f"{'resuming' if checkpoint else 'training'} {opts['model']} ({model.count_params():,} "
-        f"parameters) on {source.describe()}: {_counts(y, val, opts, len(xt), what)}; "
-        f"{opts['epochs']} epoch{'s' if opts['epochs'] > 1 else ''} of batch {opts['batch-size']}, "
-        f"{optimizer!r}, {opts['schedule']} schedule, augment {opts['augment']} → {out}")
-    history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args.quiet)
-    _finish(model, source, (xt, yt, what), history, names, out)
+    out = Path(opts["out"]) if "out" in opts else run_dir(opts["model"])
+    opts["out"] = str(out)
+    with locked_run(out):  # until the run ends: a second train on this folder fails at once
+        _start(opts, checkpoint, out)
+        optimizer = make_optimizer(model, opts)
+        say(f"{'resuming' if checkpoint else 'training'} {opts['model']} ({model.count_params():,} "
+            f"parameters) on {source.describe()}: {_counts(y, val, opts, len(xt), what)}; "
+            f"{opts['epochs']} epoch{'s' if opts['epochs'] > 1 else ''} of batch "
+            f"{opts['batch-size']}, {optimizer!r}, {opts['schedule']} schedule, augment "
+            f"{opts['augment']} → {out}")
+        history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args.quiet)
+        _finish(model, source, (xt, yt, what), history, names, out)
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 import cnnlab as cl
-from cnnlab.cli.common import Failure, one_line, say
+from cnnlab.cli.common import Failure, one_line, printable, say
 from cnnlab.cli.runs import recorded_data
 from cnnlab.data.folder import read_image
 from cnnlab.data.sources import Source, default_data
@@ -31,18 +31,19 @@ def cmd_evaluate(args) -> int:
     result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy(), k=k,
                          progress=False if args.quiet else None)
     if args.json:
-        print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result)))
+        print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result), allow_nan=False))
         return 0
-    print(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images")
+    print(printable(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images"))
     print(f"accuracy {100 * result['accuracy']:.2f}%   top-{k} {100 * result[f'top{k}']:.2f}%   "
           f"loss {result['loss']:.4f}\n")
-    width = max(len("class"), *(len(n) for n in classes))
+    shown = [printable(name) for name in classes]  # names from folders or files: no escapes
+    width = max(len("class"), *(len(n) for n in shown))
     print(f"{'class':<{width}}  accuracy  images")
     counts = result["confusion"].sum(axis=1)
-    for name, acc, count in zip(classes, result["per_class"], counts, strict=True):
+    for name, acc, count in zip(shown, result["per_class"], counts, strict=True):
         text = "—" if np.isnan(acc) else f"{100 * acc:.1f}%"
         print(f"{name:<{width}}  {text:>8}  {count:>6,}")
-    print("\n" + format_confusion(result["confusion"], classes))
+    print("\n" + format_confusion(result["confusion"], shown))
     return 0
 
 
@@ -52,12 +53,18 @@ def _evaluation_json(model: str, source: Source, what: str, classes: list[str], 
     counts = result["confusion"].sum(axis=1)
     return {
         "model": str(model), "data": source.describe(), "split": what, "n": result["n"],
-        "accuracy": result["accuracy"], "top_k": k, "top": result[f"top{k}"], "loss": result["loss"],
+        "accuracy": _finite(result["accuracy"]), "top_k": k, "top": _finite(result[f"top{k}"]),
+        "loss": _finite(result["loss"]),
         "classes": classes,
-        "per_class": [{"class": name, "accuracy": None if np.isnan(acc) else float(acc), "n": int(n)}
+        "per_class": [{"class": name, "accuracy": _finite(acc), "n": int(n)}
                       for name, acc, n in zip(classes, result["per_class"], counts, strict=True)],
         "confusion": result["confusion"].tolist(),
     }
+
+
+def _finite(value) -> float | None:
+    """A number for JSON: null when NaN or infinite (JSON has neither; output stays valid JSON)."""
+    return float(value) if np.isfinite(value) else None
 
 
 def cmd_predict(args) -> int:
@@ -89,10 +96,13 @@ def cmd_predict(args) -> int:
         top = np.argsort(-probs, kind="stable")[:k]
         if args.json:
             print(json.dumps({"file": path, "top": [
-                {"class": classes[i], "prob": round(float(probs[i]), 6)} for i in top]}), flush=True)
+                {"class": classes[i], "prob": None if (p := _finite(probs[i])) is None else round(p, 6)}
+                for i in top]}, allow_nan=False), flush=True)
         else:
-            width = max(len(classes[i]) for i in top)
-            print("\n".join([path, *(f"  {classes[i]:<{width}}  {100 * probs[i]:6.2f}%" for i in top)]))
+            names = [printable(classes[i]) for i in top]
+            width = max(map(len, names))
+            print("\n".join([printable(path), *(f"  {name:<{width}}  {100 * probs[i]:6.2f}%"
+                                                 for name, i in zip(names, top, strict=True))]))
     if bar is not None:
         bar.close()
     return 1 if failed else 0

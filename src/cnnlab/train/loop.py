@@ -24,6 +24,9 @@ from cnnlab.train import progress as bars
 from cnnlab.train.evaluate import evaluate
 from cnnlab.train.history import History, epoch_line, evaluation_line
 
+#: an epoch's mean training loss above DIVERGED·ln C (C classes; guessing scores ln C) diverged
+DIVERGED = 10
+
 
 def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
     if isinstance(data, Loader):
@@ -215,8 +218,12 @@ class Trainer:
         self.partial["correct"] += int((scores.argmax(axis=1) == yb).sum())
         self.partial["seen"] += len(yb)
 
-    def _fail(self, what: str, xb: np.ndarray, scores: np.ndarray | None = None) -> None:
-        layer = first_nonfinite_layer(self.model, xb)
+    def _fail(self, what: str, xb: np.ndarray | None, scores: np.ndarray | None = None, *,
+              place: str | None = None, training: bool = True) -> None:
+        """The FloatingPointError of a diverged run (see fit): the epoch, the step or pass
+        (`place`), `what` went wrong and, for the batch `xb`, the first layer whose output is not
+        finite (in training mode, or inference mode for the validation pass)."""
+        layer = None if xb is None else first_nonfinite_layer(self.model, xb, training=training)
         where = f"; first non-finite output: {layer}" if layer else ""
         if not layer and scores is not None:
             where = (f"; every layer's output is finite: the loss overflowed on scores up to "
@@ -225,17 +232,48 @@ class Trainer:
         if self.last_checkpoint is not None and self.last_checkpoint.exists():
             kept = f" The last good checkpoint stays: {self.last_checkpoint}."
         raise FloatingPointError(
-            f"training stopped at epoch {self.epoch + 1}, step {self.step + 1}: {what}{where}.{kept} "
-            f"Try a smaller learning rate (now {self.optimizer.lr:.3g}) or clip_norm.")
+            f"training stopped at epoch {self.epoch + 1}, {place or f'step {self.step + 1}'}: "
+            f"{what}{where}.{kept} Try a smaller learning rate (now {self.optimizer.lr:.3g}) or "
+            "clip_norm.")
+
+    def _check_epoch(self, train_loss: float) -> dict | None:
+        """The end of an epoch under the divergence rule (fit): the training loss against
+        10·ln C, then the validation pass, in inference mode with overflow caught; the validation
+        result (None without validation data)."""
+        classes = (getattr(self.model, "out_shape", None) or (0,))[-1]
+        if classes >= 2 and train_loss > DIVERGED * math.log(classes):
+            self._fail(f"the training loss {train_loss:.3g} is above {DIVERGED}·ln C = "
+                       f"{DIVERGED * math.log(classes):.3g} ({classes} classes; guessing scores ln C "
+                       f"= {math.log(classes):.3g}): the run diverged", None,
+                       place=f"after step {self.step}")
+        if self.val is None:
+            return None
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = evaluate(self.model, self.val, loss=self.loss, progress=self.progress,
+                              what="validation")
+        if result["loss"] is not None and not math.isfinite(result["loss"]):
+            xb, scores = self._first_nonfinite_batch(self.val)
+            self._fail(f"the validation loss is {result['loss']}", xb, scores,
+                       place="validation pass", training=False)
+        return result
+
+    def _first_nonfinite_batch(self, loader: Loader):
+        """(inputs, scores) of the first batch of `loader` whose loss is not finite (the last
+        one if each is finite alone), in inference mode."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for xb, yb in loader.batches(0):
+                scores = self.model.forward(xb)
+                if not math.isfinite(self.loss.forward(scores, yb)):
+                    break
+        return xb, scores
 
     def _end_epoch(self) -> None:
         p = self.partial
         row = {"epoch": self.epoch + 1, "train_loss": p["loss"] / p["seen"],
                "train_acc": p["correct"] / p["seen"], "val_loss": None, "val_acc": None,
                "lr": self.optimizer.lr, "seconds": p["seconds"]}
-        if self.val is not None:
-            result = evaluate(self.model, self.val, loss=self.loss, progress=self.progress,
-                              what="validation")
+        result = self._check_epoch(row["train_loss"])
+        if result is not None:
             row["val_loss"], row["val_acc"] = result["loss"], result["accuracy"]
         self.history.rows.append(row)
         self.epoch, self.step = self.epoch + 1, 0
@@ -290,8 +328,12 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
             `checkpoint_every` steps), best.safetensors (the best validation accuracy; not
             written without validation data), model.safetensors at the end.
         resume: a checkpoint to continue from (same seed, batch size and val_split).
-    A non-finite loss or gradient raises FloatingPointError naming the epoch, the step and the
-    first layer with non-finite output; the last good checkpoint is left as it was.
+    Diverged, one rule: a non-finite training loss, gradient or update (at a step), a
+    non-finite validation loss (the validation pass, run in inference mode with overflow
+    caught), or an epoch's mean training loss above 10·ln C for a model with C ≥ 2 outputs
+    (guessing scores ln C: far worse than guessing) raises FloatingPointError naming the epoch,
+    the step or pass and, for a non-finite value, the first layer with non-finite output; the
+    last good checkpoint is left as it was (nothing diverged is checkpointed).
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"fit: epochs must be a positive int. Received: epochs={epochs!r}")
@@ -306,15 +348,15 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
     return trainer.run()
 
 
-def first_nonfinite_layer(model, x: np.ndarray) -> str | None:
-    """The first layer whose output holds NaN or Inf for input x, if any. Runs in training
-    mode, where the fault appeared (BatchNorm's batch statistics, dropout); the run is failing,
-    so the running statistics it touches no longer matter."""
+def first_nonfinite_layer(model, x: np.ndarray, *, training: bool = True) -> str | None:
+    """The first layer whose output holds NaN or Inf for input x, if any. Runs in the mode
+    where the fault appeared: training (BatchNorm's batch statistics, dropout; the run is
+    failing, so the running statistics it touches no longer matter) or inference (validation)."""
     if not np.isfinite(x).all():
         return "the input batch itself"
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         for layer in model.layers:
-            x = layer.forward(x, training=True)
+            x = layer.forward(x, training=training)
             if not np.isfinite(x).all():
                 return layer.label
     return None
