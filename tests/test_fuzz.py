@@ -47,6 +47,7 @@ from cnnlab.data.cifar import read_cifar_batch
 from cnnlab.data.folder import load_folder, load_image, read_image
 from cnnlab.data.idx import parse_idx, read_idx
 from cnnlab.train import Trainer
+from cnnlab.train.evaluate import predict_scores
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -282,6 +283,99 @@ def test_model_loading_raises_only_model_file_error(folder, model_file, data):
     path.write_bytes(raw)
     model = expect_only(cl.ModelFileError, cl.load, path)
     assert model is None or isinstance(model, cl.Sequential)
+    runs_finite(model)
+
+
+def runs_finite(model) -> None:
+    """A model that loaded runs: one forward pass on 2 samples gives finite scores. Skipped only
+    for a model too big to run in the memory the fuzzer allows (its limits admitted it)."""
+    if model is None:
+        return
+    need = io.footprint(model.layers, tuple(model.input_shape))
+    if 2 * need.activations > 1 << 24:
+        return
+    x = np.random.default_rng(0).standard_normal((2, *model.input_shape)).astype(model.dtype)
+    if model.preprocess is not None:
+        x = np.random.default_rng(0).integers(0, 256, (2, *model.input_shape), dtype=np.uint8)
+    scores = predict_scores(model, x) if model.preprocess is not None else model.forward(x)
+    assert np.isfinite(scores).all(), scores
+
+
+# JSON text no json.dumps writes: nesting hundreds deep, non-finite numbers, sizes far beyond any
+# limit (a list of `n` layers, a shape or filter count of 2**40)
+NON_FINITE = st.sampled_from(["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1E400", "[1, NaN]",
+                              '{"a": Infinity}', "1" + "0" * 5000])
+HUGE = st.one_of(st.sampled_from([2**31, 2**32, 2**40, 2**63, 2**64, 10**7, 10**12, -(2**63)]),
+                 st.integers(1 << 16, 1 << 62))
+
+
+@st.composite
+def hostile_text(draw) -> str:
+    kind = draw(st.sampled_from(["deep", "non-finite", "non-finite", "huge", "plain"]))
+    if kind == "deep":
+        depth = draw(st.one_of(st.integers(60, 1000), st.integers(1000, 20_000)))
+        opener, closer = draw(st.sampled_from([("[", "]"), ('{"a": ', "}"), ('{"type": "ReLU", "x": ', "}")]))
+        inner = draw(st.one_of(NON_FINITE, st.just("1"), st.just("[]")))
+        return opener * depth + inner + closer * depth * draw(st.sampled_from([1, 1, 0]))
+    if kind == "non-finite":
+        return draw(NON_FINITE)
+    if kind == "huge":
+        return json.dumps(draw(st.one_of(HUGE, st.lists(HUGE, min_size=1, max_size=3))))
+    return json.dumps(draw(JSON))
+
+
+HOLE = "\x00HOLE"
+
+
+@pytest.fixture(scope="module")
+def float_args_file(folder) -> bytes:
+    """A model file whose layers take numbers that reach the forward pass (eps, alpha, rate)."""
+    model = cl.Sequential([cl.Conv2D(2, 3), cl.BatchNorm2D(), cl.LeakyReLU(0.1), cl.ELU(), cl.Dropout(0.2),
+                           cl.Flatten(), cl.Dense(3)], input_shape=(1, 5, 5))
+    model.preprocess = Preprocess([0.5], [0.25])
+    cl.save(model, folder / "floats.safetensors")
+    return (folder / "floats.safetensors").read_bytes()
+
+
+@st.composite
+def hostile_model_file(draw, raw: bytes) -> bytes:
+    """The model file with hostile JSON text in one place: a metadata entry, one layer's argument,
+    the input shape, the layer list (huge layer counts too), or a tensor's header entry."""
+    header, data = _split(raw)
+    meta = header["__metadata__"]
+    arch = json.loads(meta["architecture"])
+    text = draw(hostile_text())
+    where = draw(st.sampled_from(["metadata", "layer", "layer", "layer", "input_shape", "layers", "tensor"]))
+    if where == "metadata":
+        meta[draw(st.sampled_from(sorted(meta)))] = text  # the text itself, as the entry's JSON
+    else:
+        if where == "layer":
+            layer = draw(st.sampled_from(arch["layers"]))
+            layer[draw(st.sampled_from([*layer, "filters", "units", "kernel_size"]))] = HOLE
+        elif where == "input_shape":
+            arch["input_shape"] = draw(st.sampled_from([HOLE, [HOLE, 5, 5], [1, HOLE, HOLE]]))
+        elif where == "layers":
+            count = draw(st.sampled_from([10_001, 100_000, 2]))
+            arch["layers"] = HOLE
+            text = json.dumps([{"type": "ReLU"}] * count) if draw(st.booleans()) else text
+        meta["architecture"] = json.dumps(arch).replace(json.dumps(HOLE), text)
+        if where == "tensor":
+            name = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+            header[name][draw(st.sampled_from(["dtype", "shape", "data_offsets"]))] = HOLE
+    body = json.dumps(header).replace(json.dumps(HOLE), text).encode()
+    return struct.pack("<Q", len(body)) + body + data
+
+
+@FUZZ
+@given(data=st.data())
+def test_hostile_json_in_a_model_file_is_refused_or_runs_finite(folder, float_args_file, data):
+    """Deep nesting, NaN/Infinity/1e999, huge sizes: one ModelFileError, refused by the JSON and
+    model limits before anything is allocated (this test's memory is limited); a model that loads
+    runs to finite scores."""
+    path = folder / "hostile.safetensors"
+    path.write_bytes(data.draw(hostile_model_file(float_args_file)))
+    model = expect_only(cl.ModelFileError, cl.load, path)
+    runs_finite(model)
 
 
 PLAIN = (st.none() | st.booleans() | st.integers(-3, 40) | st.integers(-(2**64), 2**64)
@@ -351,7 +445,7 @@ def tampered_training(draw, raw: bytes) -> bytes:
     return _join(header, data)
 
 
-def _resume(path: Path) -> None:
+def _resume(path: Path) -> cl.Sequential | None:
     model = _mlp()
     trainer = Trainer(model, _data(), loss=cl.SoftmaxCrossEntropy(), optimizer=cl.optim.Adam(model),
                       epochs=3, batch_size=8, callbacks=[cl.EarlyStopping("train_loss")], verbose=False,
@@ -359,10 +453,12 @@ def _resume(path: Path) -> None:
     try:
         trainer.resume(path)
     except cl.ModelFileError:
-        pass
+        return None
     except ValueError as error:  # only the plain ValueError saying the state is another run's
         if type(error) is not ValueError or not str(error).startswith("resume: "):
             raise
+        return None
+    return model
 
 
 @FUZZ
@@ -372,7 +468,7 @@ def test_resuming_raises_only_model_file_error(folder, checkpoint, data):
                               tampered_header(checkpoint)))
     path = folder / "last.ckpt.safetensors"
     path.write_bytes(raw)
-    _resume(path)
+    runs_finite(_resume(path))
 
 
 def test_an_intact_checkpoint_resumes(folder, checkpoint):

@@ -19,12 +19,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import resource
 import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +182,97 @@ def test_a_diverging_run_stops_in_one_line_and_keeps_the_last_good_checkpoint(wo
     assert (run / CHECKPOINT).read_bytes() == before
     model = cl.load(run / CHECKPOINT)
     assert all(np.isfinite(p.data).all() for p in model.parameters().values())
+
+
+# ------------------------------------------------------------ kills from outside, at random times
+RUN_FILES = {".lock", "config.toml", CHECKPOINT, "best.safetensors", "metrics.csv", "model.safetensors",
+             "report.html"}
+KILL_SEED, KILLS = 17, 5
+
+
+def start(*args, cwd: Path, log: Path) -> tuple[subprocess.Popen, float]:
+    """`cnnlab train ARGS` started in the background as `train` runs it (one BLAS thread): the
+    process and its start time. Its output goes to `log`."""
+    env = dict(os.environ, PYTHONWARNINGS="error", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1")
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", *map(str, args)], cwd=cwd,
+                                   env=env, stdout=out, stderr=subprocess.STDOUT)
+    return process, time.monotonic()
+
+
+def running(process: subprocess.Popen, run: Path) -> float | None:
+    """Waits until `process` holds the run folder's lock (it writes its pid into RUN/.lock, after
+    reading its data and options): the time then, or None if it ended first."""
+    while process.poll() is None:
+        try:
+            if (run / ".lock").read_text().strip() == str(process.pid):
+                return time.monotonic()
+        except OSError:
+            pass
+        time.sleep(0.002)
+    return None
+
+
+def test_sigkill_from_outside_at_random_times_then_resume_ends_as_the_uninterrupted_run(work, reference):
+    """`cnnlab train` SIGKILLed by this test (os.kill, no hook in the process) at times drawn from
+    random.Random(KILL_SEED) over the training part of a run, counted from the moment the process
+    holds the run's lock (so a loaded machine's slower start does not move the kills), each kill
+    followed by `--resume` (or by a fresh start while no checkpoint exists yet). After each kill:
+    the checkpoint, if any, is intact and never older than the one before, and the folder holds
+    only the run's files and the temporary files of killed writes. The run finally ends with the
+    uninterrupted run's weights."""
+    run = work / "random-kills"
+    shutil.rmtree(run, ignore_errors=True)
+    fresh = ["--data", "tiny", *RECIPE, "--out", run.name]
+    # how long training takes here: from holding the lock to model.safetensors written (then come
+    # the test evaluation and report.html); the run's weights are the reference's too
+    timed, _ = start(*fresh, cwd=work, log=work / "random-kills.log")
+    begin = running(timed, run)
+    while timed.poll() is None and not (run / "model.safetensors").exists():
+        time.sleep(0.002)
+    window = time.monotonic() - begin if begin else 0
+    assert timed.wait(timeout=180) == 0, (work / "random-kills.log").read_text()
+    assert window > 0
+    assert_same_tensors(run / "model.safetensors", reference / "model.safetensors")
+    shutil.rmtree(run)
+
+    rng, last_step, kills, resumed = random.Random(KILL_SEED), -1, [], 0
+    for i in range(KILLS):
+        args = ["--resume", run.name] if (run / CHECKPOINT).exists() else fresh
+        resumed += args[0] == "--resume"
+        log = work / f"random-kills-{i}.log"
+        process, _ = start(*args, cwd=work, log=log)
+        at = rng.uniform(0, window)
+        try:
+            running(process, run)
+            process.wait(timeout=at)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+        code = process.wait(timeout=60)
+        output = log.read_text()
+        assert code in (0, -signal.SIGKILL) and "error" not in output, output
+        if code == 0:  # the run ended before this kill's time: nothing left to kill
+            break
+        kills.append(f"{at:.2f}s")
+        if run.exists():
+            others = [p.name for p in run.iterdir() if p.name not in RUN_FILES]
+            stray = [name for name in others if not re.fullmatch(
+                r"\.(" + "|".join(map(re.escape, RUN_FILES)) + r")\.tmp\d+-[0-9a-f]{8}", name)]
+            assert stray == [], (kills, sorted(others))
+            for name in ("best.safetensors", "model.safetensors"):  # written whole or not at all
+                assert not (run / name).exists() or cl.load(run / name).count_params() > 0, name
+        if (run / CHECKPOINT).exists():
+            checkpoint = io.read_checkpoint(run / CHECKPOINT)  # checksum and training state checked
+            assert cl.load(run / CHECKPOINT).count_params() == checkpoint.model().count_params()
+            step = checkpoint.training["global_step"]
+            assert step >= last_step, (kills, step, last_step)  # never an older checkpoint
+            last_step = step
+            kills[-1] += f" (step {step})"
+    assert len(kills) >= 3 and resumed >= 1, (kills, resumed, window)
+    args = ["--resume", run.name] if (run / CHECKPOINT).exists() else fresh
+    result = train(*args, cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert_same_tensors(run / "model.safetensors", reference / "model.safetensors")
+    assert_same_tensors(run / "best.safetensors", reference / "best.safetensors")
+    assert metrics(run) == metrics(reference)

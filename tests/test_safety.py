@@ -280,7 +280,6 @@ def set_training(path: Path, **changes) -> None:
     ({"optimizer": {"hyperparameters": {"momentum": "CODE", "dampening": 0, "nesterov": False,
                                         "weight_decay": 0}}}, "does not fit this run"),
     ({"optimizer": {"hyperparameters": {"__class__": "CODE"}}}, "does not fit this run"),
-    ({"rng": {"dropout_1": {"bit_generator": "CODE"}}}, None),  # no dropout: nothing restored
     ({"history": [{"epoch": "CODE"}]}, r"corrupt training state \(history = "),
     ({"callbacks": "CODE"}, r"corrupt training state \(callbacks = "),
     ({"partial": {"seen": "CODE"}}, r"corrupt training state \(partial = "),
@@ -293,11 +292,92 @@ def set_training(path: Path, **changes) -> None:
 def test_a_tampered_training_state_is_refused_and_runs_nothing(checkpoint, tmp_path, changes, match):
     marker = tmp_path / "ran"
     set_training(checkpoint, **fill(changes, marker))
-    if match is None:
+    with pytest.raises(cl.ModelFileError, match=match):
         resume(checkpoint)
-    else:
-        with pytest.raises(cl.ModelFileError, match=match):
-            resume(checkpoint)
+    assert not marker.exists()
+
+
+# Dropout's Generator state ("rng"): restored on resume, so the masks after a resume are those of
+# the uninterrupted run. The state lies outside the tensors' SHA-256: a wrongly typed one is
+# refused; a well-typed other one is accepted, and shows in the weights.
+def dropout_fit(epochs: int, **kwargs) -> dict[str, np.ndarray]:
+    """The weights after `epochs` of a seeded run whose Dropout draws a mask at every step."""
+    model = cl.Sequential([cl.Conv2D(2, 3), cl.ReLU(), cl.Dropout(0.5), cl.Flatten(), cl.Dense(3)],
+                          input_shape=(1, 5, 5), seed=0)
+    x, y = np.random.default_rng(0).standard_normal((16, 1, 5, 5)).astype(np.float32), np.arange(16) % 3
+    cl.fit(model, (x, y), loss=LOSS, optimizer=cl.optim.SGD(model, momentum=0.9), epochs=epochs,
+           batch_size=8, verbose=False, progress=False, **kwargs)
+    return {name: p.data.copy() for name, p in model.parameters().items()}
+
+
+@pytest.fixture(scope="module")
+def dropout_run(tmp_path_factory) -> tuple[bytes, dict[str, np.ndarray]]:
+    """The checkpoint after epoch 1 of 2, and the weights of the uninterrupted 2 epochs."""
+    out = tmp_path_factory.mktemp("dropout") / "run"
+    dropout_fit(1, out=out)
+    return (out / "last.ckpt.safetensors").read_bytes(), dropout_fit(2)
+
+
+def with_rng(tmp_path: Path, raw: bytes, change) -> Path:
+    """The checkpoint `raw` with its "rng" replaced by change(rng)."""
+    path = tmp_path / "last.ckpt.safetensors"
+    path.write_bytes(raw)
+    header, data = header_of(path)
+    training = json.loads(header["__metadata__"]["training"])
+    assert set(training["rng"]) == {"dropout_1"}
+    training["rng"] = change(training["rng"])
+    header["__metadata__"]["training"] = json.dumps(training)
+    write_raw(path, header, data)
+    return path
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_a_resumed_dropout_draws_the_masks_of_the_uninterrupted_run(dropout_run, tmp_path):
+    raw, uninterrupted = dropout_run
+    intact = with_rng(tmp_path, raw, lambda rng: rng)
+    assert same_weights(dropout_fit(2, resume=intact), uninterrupted)
+
+    def other_state(rng):  # well typed, another point of the PCG64 stream
+        state = rng["dropout_1"]["state"]
+        return {"dropout_1": {**rng["dropout_1"], "state": {**state, "state": (state["state"] + 1) % 2**128}}}
+
+    # accepted (the state is not under the checksum), but the run it resumes is another one
+    assert not same_weights(dropout_fit(2, resume=with_rng(tmp_path, raw, other_state)), uninterrupted)
+
+
+def _entry(**changes):
+    return lambda rng: {"dropout_1": {**rng["dropout_1"], **changes}}
+
+
+def _state(value):
+    def change(rng):
+        return {"dropout_1": {**rng["dropout_1"], "state": {**rng["dropout_1"]["state"], "state": value}}}
+    return change
+
+
+@pytest.mark.parametrize("change, match", [
+    (_entry(bit_generator="CODE"), "state must be for a PCG64"),
+    (_entry(bit_generator="MT19937"), "state must be for a PCG64"),
+    (_entry(state="CODE"), "does not fit this run"),
+    (_state("CODE"), "does not fit this run"),
+    (_entry(has_uint32="CODE"), "does not fit this run"),
+    (lambda rng: {**rng, "conv2d_1": rng["dropout_1"]}, "conv2d_1, which own no Generator"),
+    (_state(2**200), "does not fit this run"),  # out of PCG64's range: an OverflowError before
+    (_state(-1), "does not fit this run"),
+    (lambda rng: {}, "no Generator state for dropout_1"),  # before: a fresh Generator, silently
+    (lambda rng: {"dropout_9": rng["dropout_1"]}, "no Generator state for dropout_1"),
+], ids=["bit_generator=CODE", "bit_generator=MT19937", "state=CODE", "state.state=CODE",
+        "has_uint32=CODE", "a layer without Generator", "state.state=2**200", "state.state=-1",
+        "no state", "renamed state"])
+def test_a_wrongly_typed_dropout_generator_state_is_refused(dropout_run, tmp_path, change, match):
+    raw, _ = dropout_run
+    marker = tmp_path / "ran"
+    path = with_rng(tmp_path, raw, lambda rng: fill(change(rng), marker))
+    with pytest.raises(cl.ModelFileError, match=match):
+        dropout_fit(2, resume=path)
     assert not marker.exists()
 
 

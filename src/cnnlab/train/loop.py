@@ -120,8 +120,9 @@ class Trainer:
             self._restore(checkpoint)
         except ModelFileError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
-            # the state passed its type checks, yet does not fit this model or optimizer
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as error:
+            # the state passed its type checks, yet does not fit this model or optimizer (a
+            # Generator state out of range is an OverflowError)
             raise ModelFileError(f"{path}: the training state does not fit this run: {error}") from None
 
     def _restore(self, checkpoint: io.Checkpoint) -> None:
