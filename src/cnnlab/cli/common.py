@@ -1,8 +1,8 @@
 """What every command shares: the two error kinds and their exit statuses, `say` (stderr), the
 one-line form of an error, and the types that check flag values.
 
-Imports nothing from cnnlab but files (the words for a full disk): the other cli modules build
-on it.
+Imports nothing from cnnlab but files (the words for a full disk) and data.sources' readable
+(names that are not UTF-8): the other cli modules build on it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import re
 import sys
 import unicodedata
 
+from cnnlab.data.sources import readable
 from cnnlab.files import REASONS
 
 
@@ -25,8 +26,9 @@ class Failure(Exception):
 
 
 def say(text: str) -> None:
-    """One line to stderr, at once: what the user is told beside the command's output."""
-    print(text, file=sys.stderr, flush=True)
+    """One line to stderr, at once: what the user is told beside the command's output (bytes of
+    a name that were not UTF-8 shown as \\xNN)."""
+    print(readable(text), file=sys.stderr, flush=True)
 
 
 #: an ANSI escape sequence: CSI (colours, cursor moves), OSC (titles, links) or a lone ESC pair
@@ -36,8 +38,9 @@ ANSI = r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-_])"
 def printable(text: str) -> str:
     """`text` safe to print on a terminal: ANSI escape sequences removed, and every other control
     or format character (a newline, a carriage return, a right-to-left override) shown as its
-    escape, e.g. \\x07. For names that come from files: class folders, file names."""
-    text = re.sub(ANSI, "", text)
+    escape, e.g. \\x07, and a byte of a name that was not UTF-8 as \\xNN (readable), so that
+    even a strict UTF-8 stdout takes it. For names that come from files: class folders, file names."""
+    text = re.sub(ANSI, "", readable(text))
     return "".join(ch if unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1] for ch in text)
 
 

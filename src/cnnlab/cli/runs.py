@@ -1,5 +1,9 @@
 """Run directories: the names of the files `cnnlab train` keeps in one, its config.toml (written
 by train, read back by -c, --resume, evaluate and report) and the default folder of a new run.
+
+A --data folder whose path is not UTF-8 (a byte such as b"caf\xe9" in a name; TOML strings must be
+Unicode) is recorded as a file: URI, its bytes percent-encoded (data = "file:///photos/caf%E9"),
+which reads back as the same path: a TOML file may give a folder either way.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ import os
 import re
 import time
 import tomllib
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 from cnnlab.cli.common import Failure, UsageError
+from cnnlab.data.sources import readable
 from cnnlab.files import TEMPORARY, atomic_write
 
 CHECKPOINT = "last.ckpt.safetensors"
@@ -24,6 +30,7 @@ CONFIG = "config.toml"  # what a run directory keeps of its options, readable by
 #: finds the folder from the checkpoint)
 UNRECORDED = ("out", "resume")
 LOCK = ".lock"  # held (flock) by the one cnnlab train writing the folder; holds its pid
+URI = "file://"  # a recorded path that is not UTF-8: file:// and its bytes, percent-encoded
 
 
 @contextlib.contextmanager
@@ -104,6 +111,8 @@ def read_config(path: str | Path, actions: dict[str, argparse.Action]) -> dict:
         action = actions[flag]
         if flag == "input" and isinstance(value, list):
             value = "x".join(map(str, value))
+        if flag == "data" and isinstance(value, str):
+            value = from_uri(value)
         if isinstance(value, bool) or not isinstance(value, str | int | float) or (
                 action.type is None and not isinstance(value, str)):
             raise UsageError(f"{path}: {key} = {value!r} has the wrong type")
@@ -121,14 +130,25 @@ def write_config(path: Path, opts: dict) -> None:
     """The options of a run as TOML, keyed by the long flags, so that `cnnlab train -c FILE`
     trains the same run again, in a new folder (or --out DIR); flags override the file."""
     lines = ["# cnnlab train options of this run; train it again, in a new run folder, with:",
-             f"#   cnnlab train -c {path}   (flags override the file: --out DIR, --epochs N, ...)"]
+             f"#   cnnlab train -c {readable(str(path))}   (flags override the file: --out DIR, "
+             "--epochs N, ...)"]
     for key, value in opts.items():
         if key in UNRECORDED:
             continue
         if isinstance(value, tuple):
             value = "x".join(map(str, value))
+        if isinstance(value, str) and readable(value) != value:  # bytes that are not UTF-8
+            value = URI + urllib.parse.quote_from_bytes(os.fsencode(value))
         lines.append(f"{key} = {json.dumps(value)}")  # a JSON string or number is valid TOML
     atomic_write(path, ("\n".join(lines) + "\n").encode())
+
+
+def from_uri(value: str) -> str:
+    """A recorded --data: a file: URI as the path it names (its bytes percent-decoded, as the OS
+    takes them), anything else as it is."""
+    if not value.startswith(URI):
+        return value
+    return os.fsdecode(urllib.parse.unquote_to_bytes(value[len(URI):]))
 
 
 def recorded_data(folder: Path) -> str | None:
@@ -147,4 +167,4 @@ def recorded_data(folder: Path) -> str | None:
         raise Failure(f"{config}: not valid TOML ({error}); give --data") from None
     if not isinstance(spec, str | None):
         raise Failure(f"{config}: data = {spec!r} is not a dataset name or folder; give --data")
-    return spec
+    return spec if spec is None else from_uri(spec)

@@ -154,6 +154,10 @@ def _data(opts: dict, source: Source, model):
     if "input" in opts and source.kind != "folder" and tuple(opts["input"]) != x.shape[1:]:
         raise UsageError(f"--input is for image folders; {source.spec} has {volume(x.shape[1:])} "
                          "images (H×W×D)")
+    if xt.shape[1:] != x.shape[1:]:  # else fit's test evaluation fails, after all the training
+        raise Failure(f"{printable(source.spec)}: the {what} images are {volume(xt.shape[1:])} but "
+                      f"the training images are {volume(x.shape[1:])} (H×W×D); a model takes one "
+                      "size: give both splits images of the same size")
     if "limit" in opts:
         x, y = x[: opts["limit"]], y[: opts["limit"]]
     val = source.load("val", want)[:2] if source.has_own_validation() else None
@@ -209,7 +213,7 @@ def _finish(model, source: Source, test, history, names: list[str], out: Path) -
     result = history.test
     k = min(5, len(names))
     print(f"{what} accuracy {100 * result['accuracy']:.2f}% (top-{k} {100 * result['top5']:.1f}%) "
-          f"on {len(xt):,} images — model saved to {out / 'model.safetensors'}")
+          f"on {len(xt):,} images — model saved to {printable(str(out / 'model.safetensors'))}")
     try:  # the run itself succeeded: a report that cannot be written is a warning
         report = cl.viz.report(out, model, xt, yt, model.class_names or names,
                                data=f"{source.describe()}, {what} split")

@@ -14,6 +14,11 @@ validation images in val/ (or validation/): has_own_validation().
 
 Nothing here prints: what the user should be told (which dataset was chosen, how an IDX folder is
 read, what an image folder's decoding converted) goes to the `report` callable, one line a call.
+
+Names from the file system need not be UTF-8: Python gives a byte that is not (a folder named
+b"caf\xe9") as a surrogate escape ("caf\udce9"), which opens the same file again but which no
+UTF-8 writer (TOML, HTML, a strict terminal) accepts. readable() shows such bytes as \xe9 for
+the user; the path itself is kept as it is for opening files.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ VALIDATION = ("val", "validation")
 
 def _silent(text: str) -> None:
     pass
+
+
+def readable(text: str) -> str:
+    """`text` (a file or folder name, a path, a class name) as valid UTF-8 for the user: the bytes
+    of a name that were not UTF-8 (surrogate escapes) shown as \\xNN, any other lone surrogate
+    (from a file's JSON) as \\udNNN. Text that was valid is returned as it was."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte (U+D800–U+DC7F)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Source:
@@ -72,10 +87,10 @@ class Source:
             self.kind = "folder"
 
     def describe(self) -> str:
-        """The spec, and what the bundled set is."""
+        """The spec (readable()), and what the bundled set is."""
         if self.spec == DEFAULT:
             return f"{self.spec} (the bundled subset of Fashion-MNIST)"
-        return self.spec
+        return readable(self.spec)
 
     def load(self, split: str, input_shape: Sequence[int] | None = None, resize: str = "stretch"
              ) -> tuple[np.ndarray, np.ndarray, list[str], str]:

@@ -10,7 +10,8 @@
 
 A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
 "optim.<name>.<slot>") and string metadata:
-    format        "cnnlab/1"
+    format        "cnnlab/1" (FORMAT: "cnnlab/<FORMAT_VERSION>"); a newer version is refused
+                  with "upgrade cnnlab", files of older versions are read
     architecture  JSON: {"type": "Sequential", "input_shape": [...], "dtype": "float32",
                   "layers": [{"type": "Conv2D", "filters": 32, ...}, ...]} — only the layer
                   types of cnnlab.layers and their constructor arguments are accepted
@@ -49,6 +50,7 @@ from cnnlab.io.limits import (
 from cnnlab.io.model import load, model_from, model_metadata, save
 from cnnlab.io.tensors import (
     FORMAT,
+    FORMAT_VERSION,
     MAX_HEADER,
     assign,
     digest,
@@ -60,7 +62,7 @@ from cnnlab.io.tensors import (
 )
 
 __all__ = [
-    "CHECKPOINT", "FORMAT", "LIMITS_VARIABLE", "MAX_DEPTH", "MAX_HEADER", "MAX_JSON_DEPTH",
+    "CHECKPOINT", "FORMAT", "FORMAT_VERSION", "LIMITS_VARIABLE", "MAX_DEPTH", "MAX_HEADER", "MAX_JSON_DEPTH",
     "MAX_JSON_ITEMS", "MAX_JSON_STRING", "WEIGHT_SLACK", "Checkpoint", "Footprint", "Limits",
     "architecture", "check_footprint", "footprint",
     "assign", "digest", "from_architecture", "load", "model_from", "model_metadata", "model_tensors",

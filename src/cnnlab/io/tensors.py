@@ -1,11 +1,17 @@
 """The safetensors container and a model's tensors in it.
 
 A file holds tensors named "param.<name>" and "buffer.<name>" (in a checkpoint also
-"optim.<name>.<slot>") and string metadata, among it "format" (FORMAT) and "sha256": the digest
-of every tensor's name, dtype, shape and bytes, checked on every read. Reading never unpickles or
-evaluates anything: the header is JSON, parsed only once its length fits the file. Only a regular
-file is read (never a FIFO or a device), and no more than the size it declares; every tensor must
-hold finite numbers, every metadata entry JSON within cnnlab.io.limits' bounds.
+"optim.<name>.<slot>") and string metadata, among it "format" (FORMAT: "cnnlab/<FORMAT_VERSION>")
+and "sha256": the digest of every tensor's name, dtype, shape and bytes, checked on every read.
+Reading never unpickles or evaluates anything: the header is JSON, parsed only once its length
+fits the file. Only a regular file is read (never a FIFO or a device), and no more than the size
+it declares; every tensor must hold finite numbers, every metadata entry JSON within
+cnnlab.io.limits' bounds.
+
+Format versions: FORMAT_VERSION counts incompatible changes to what a file holds. A file of our
+version or an older one is read (cnnlab 0.1.0 wrote "cnnlab/1": tests/fixtures/); one of a newer
+version ("cnnlab/2", or a "format_version" entry above ours) is refused naming both versions and
+saying to upgrade cnnlab; any other "format" is not a cnnlab file.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -25,7 +32,9 @@ from cnnlab.core import Layer, ModelFileError, walk
 from cnnlab.files import atomic_write, read_regular
 from cnnlab.io.limits import check_json
 
-FORMAT = "cnnlab/1"
+#: the version of the file format this cnnlab writes and the newest it reads
+FORMAT_VERSION = 1
+FORMAT = f"cnnlab/{FORMAT_VERSION}"
 #: headers above this are refused before they are parsed (a real one is a few kB)
 MAX_HEADER = 16 << 20
 
@@ -65,10 +74,7 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
         metadata = header.get("__metadata__") or {}
     except (ValueError, AttributeError, RecursionError):  # RecursionError: "[[[[..." nested deep
         raise ModelFileError(f"{path}: not a safetensors file (the header is not JSON)") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a cnnlab model file (format {metadata.get('format')!r}, "
-                             f"expected {FORMAT!r})" if isinstance(metadata, dict) else
-                             f"{path}: metadata is not a string map")
+    check_format(metadata, path)
     try:
         tensors = unpack_safetensors(raw)
     except (SafetensorError, ValueError, TypeError, OverflowError) as error:
@@ -84,6 +90,28 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str,
             raise ModelFileError(f"{path}: tensor {name} holds {bad:,} non-finite values (NaN or "
                                  "Inf); refusing to use it")
     return tensors, metadata
+
+
+def check_format(metadata, path) -> int:
+    """The format version of a file's metadata (1 ... FORMAT_VERSION); ModelFileError for a
+    newer version (naming it, ours, and the fix: upgrade cnnlab) or a file that is not cnnlab's."""
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: metadata is not a string map")
+    found = metadata.get("format")
+    match = re.fullmatch(r"cnnlab/([1-9][0-9]{0,8})", found) if isinstance(found, str) else None
+    if match is None:
+        raise ModelFileError(f"{path}: not a cnnlab model file (format {found!r}, expected "
+                             f"{FORMAT!r})")
+    version, declared = int(match[1]), metadata.get("format_version", match[1])
+    if not (isinstance(declared, str) and re.fullmatch(r"[1-9][0-9]{0,8}", declared)):
+        raise ModelFileError(f"{path}: format_version {declared!r:.40} is not a version number")
+    version = max(version, int(declared))
+    if version > FORMAT_VERSION:
+        said = found if "format_version" not in metadata else f"{found}, format_version {declared}"
+        raise ModelFileError(f"{path}: not a cnnlab model file this cnnlab can read: format version "
+                             f"{version} ({said}) is newer than ours (version {FORMAT_VERSION}, "
+                             f"{FORMAT}); upgrade cnnlab (pip install --upgrade cnnlab) to load it")
+    return version
 
 
 def meta_json(metadata: dict[str, str], key: str, path, *, finite: bool = True):
@@ -127,6 +155,14 @@ def rng_states(model: Layer) -> dict[str, dict]:
 
 
 def set_rng_states(model: Layer, states: dict[str, dict]) -> None:
-    for name, layer in walk(model):
-        if name in states:
-            layer.rng.bit_generator.state = states[name]
+    """Puts rng_states' output back: exactly one state for every layer that owns a Generator, or
+    a ModelFileError naming what is missing or extra (a run resumed without a layer's state would
+    draw other masks than the uninterrupted run, silently)."""
+    owners = {name: layer for name, layer in walk(model) if layer.rng is not None}
+    if missing := sorted(set(owners) - set(states)):
+        raise ModelFileError(f"no Generator state for {', '.join(missing)}")
+    if extra := sorted(set(states) - set(owners)):
+        raise ModelFileError(f"Generator states for {', '.join(extra)}, which own no Generator "
+                             f"(the model's: {', '.join(owners) or 'none'})")
+    for name, layer in owners.items():
+        layer.rng.bit_generator.state = states[name]

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.data.sources import readable
 from cnnlab.files import atomic_write
 from cnnlab.losses import SoftmaxCrossEntropy, softmax
 from cnnlab.train import History, evaluate
@@ -87,12 +88,13 @@ def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
     """Writes run_dir/report.html for `model` evaluated on the test images (x, y) and returns
     its path. `history`: a History or its rows (default: run_dir/metrics.csv when present);
     `data`: a few words on the test data for the headline; `examples`: the test images whose
-    feature maps are shown; `max_mistakes`: the mistakes shown."""
+    feature maps are shown; `max_mistakes`: the mistakes shown. Names that are not UTF-8 (class
+    folders, paths: surrogate escapes) are shown with their bytes as \\xNN (readable)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     y = np.asarray(y, np.int64)
     k = model.out_shape[-1]
-    names = list(class_names or model.class_names or [str(i) for i in range(k)])
+    names = [readable(n) for n in (class_names or model.class_names or [str(i) for i in range(k)])]
     top = min(5, k)
     result = evaluate(model, (x, y), loss=SoftmaxCrossEntropy(), k=top, keep_scores=True)
     probs, matrix = softmax(result["scores"]), result["confusion"]
@@ -106,11 +108,11 @@ def report(run_dir: str | os.PathLike, model, x: np.ndarray, y: np.ndarray,
         "mistakes": _image(figures.mistakes(model, x, y, names, probs=probs, k=max_mistakes),
                            "the most confidently wrong test images"),
     }
-    on = f": {html.escape(data)}" if data else ""
+    on = f": {html.escape(readable(data))}" if data else ""
     headline = (f'<p class="headline">Test accuracy <b>{100 * result["accuracy"]:.2f}%</b> '
                 f"(top-{top} {100 * result[f'top{top}']:.1f}%, loss {result['loss']:.4f}) on "
                 f"{len(y):,} images{on}, evaluated once, after training.</p>")
-    title = title or f"cnnlab report: {run_dir.resolve().name}"
+    title = readable(title or f"cnnlab report: {run_dir.resolve().name}")
     path = run_dir / "report.html"
     atomic_write(path, _page(title, run_dir, headline, body).encode("utf-8"))
     return path
@@ -170,7 +172,8 @@ def _page(title: str, run_dir: Path, headline: str, body: dict[str, str]) -> str
 </head>
 <body>
 <h1>{html.escape(title)}</h1>
-<p class="note">{html.escape(str(run_dir))} · written {time.strftime("%Y-%m-%d %H:%M")} by cnnlab</p>
+<p class="note">{html.escape(readable(str(run_dir)))} · written {time.strftime("%Y-%m-%d %H:%M")}
+by cnnlab</p>
 {headline}
 <nav>{nav}</nav>
 {sections}
