@@ -141,3 +141,13 @@ def test_the_command_without_a_validation_split_chooses_no_best_checkpoint(tmp_p
     assert not (tmp_path / "run" / "best.safetensors").exists()
     assert 'val-split = 0.0' in (tmp_path / "run" / "config.toml").read_text()
 
+
+
+def test_a_test_loss_that_overflows_is_recorded_as_unknown_and_the_model_still_loads(tmp_path):
+    x, y = tiny()
+    model = model4()
+    huge = np.full((8, 1, 8, 8), 3e38, np.float32)  # normalised input at float32's limit: scores overflow
+    history = cl.fit(model, (x, y), test=(huge, y[:8]), loss=LOSS, optimizer=cl.optim.SGD(model),
+                     epochs=1, out=tmp_path, verbose=False)
+    assert history.test["loss"] is None and history.rows[-1]["test_loss"] is None
+    assert cl.load(tmp_path / "model.safetensors").count_params() == model.count_params()

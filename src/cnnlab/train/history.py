@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -38,9 +39,10 @@ class History:
 
     def record_test(self, result: dict) -> None:
         """The test split's one evaluation (evaluate()'s result), on the last row and in `test`."""
+        loss = result["loss"] if result["loss"] is not None and math.isfinite(result["loss"]) else None
         self.test = {"n": result["n"], "accuracy": result["accuracy"], "top5": result["top5"],
-                     "loss": result["loss"]}
-        self.rows[-1].update(test_loss=result["loss"], test_acc=result["accuracy"])
+                     "loss": loss}  # None: not finite (files keep JSON valid)
+        self.rows[-1].update(test_loss=loss, test_acc=result["accuracy"])
 
     def write_csv(self, path) -> None:
         atomic_write(path, self.to_csv().encode())
@@ -124,6 +126,7 @@ def epoch_line(row: dict, epochs: int, *, loss=None, model=None, lr: float | Non
 
 def evaluation_line(test: dict) -> str:
     """The line fit() prints after training: the test split, evaluated once."""
-    return (f"test  loss {test['loss']:.4f}  acc {100 * test['accuracy']:.2f}%  on {test['n']:,} "
+    loss = "not finite" if test["loss"] is None else f"{test['loss']:.4f}"
+    return (f"test  loss {loss}  acc {100 * test['accuracy']:.2f}%  on {test['n']:,} "
             "test images, evaluated once, after training")
 

@@ -173,8 +173,11 @@ class Trainer:
         """The test split, evaluated once, after training: nothing was chosen on it."""
         if self.test is None or not len(self.history):
             return
-        self.history.record_test(evaluate(self.model, self.test, loss=self.loss,
-                                          progress=self.progress, what="test"))
+        # extreme test images may overflow the loss: recorded as unknown, not a warning
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            result = evaluate(self.model, self.test, loss=self.loss, progress=self.progress,
+                              what="test")
+        self.history.record_test(result)
         if self.verbose:
             print(evaluation_line(self.history.test), file=sys.stderr, flush=True)
         if self.out is not None:
