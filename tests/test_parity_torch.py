@@ -1,4 +1,4 @@
-"""Parity with PyTorch 2.13 (CPU, float32): forward output, dx and every parameter's .grad.
+"""Parity with PyTorch 2.13 (CPU, float32; float64 where said): forward output, dx, every .grad.
 
 Each check runs a cnnlab layer forward (training) and backward with a random dy, and the same
 op under torch autograd with copies of the same parameters and the same dy:
@@ -6,6 +6,7 @@ op under torch autograd with copies of the same parameters and the same dy:
     (asymmetric padding, the extra row/column bottom/right as TensorFlow, H_out = ceil(H/S));
   MaxPool / AvgPool 2-D and 1-D (padding, overlapping and rectangular windows), GlobalAvgPool2D;
   Dense, Flatten; every activation (with ±50 inputs and exact zeros), PReLU's slopes, Maxout;
+  ReLU6, SiLU, Hardswish and GELU (exact and tanh) in float32 and float64 against torch.nn's;
   SoftmaxCrossEntropy (plain, label smoothing, scores of 1e4) and MulticlassSVM: value, dscores;
   LocallyConnected2D / 1D against an F.unfold + einsum reference in cnnlab's weight layout;
   a whole Sequential network with its loss against the equivalent torch.nn.Sequential.
@@ -45,7 +46,7 @@ def build(layer: cl.Layer, input_shape) -> cl.Layer:
 def check_layer(torch, parity, layer, x, reference, rng, tol: float = TOL) -> None:
     """Compares y, dx and every .grad of `layer` with `reference(x_t, **params_t)` + autograd."""
     y = layer.forward(x, training=True)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dy = rng.standard_normal(y.shape).astype(x.dtype)
     dx = layer.backward(dy)
     params = layer.parameters()
     x_t = torch.tensor(x, requires_grad=True)
@@ -53,7 +54,7 @@ def check_layer(torch, parity, layer, x, reference, rng, tol: float = TOL) -> No
     y_t = reference(x_t, **p_t)
     y_t.backward(torch.tensor(dy))
     for what, ours in [("y", y), ("dx", dx), *((f"d{k}", p.grad) for k, p in params.items())]:
-        assert ours.dtype == np.float32, f"{what} is {ours.dtype}, expected float32"
+        assert ours.dtype == x.dtype, f"{what} is {ours.dtype}, expected {x.dtype}"
     parity(y, y_t, tol, "forward")
     parity(dx, x_t.grad, tol, "dx")
     for key, p in params.items():
@@ -279,6 +280,29 @@ def test_activation(name, shape, torch, parity, rng):
     layer = build(make(), shape[1:])
     x = activation_input(rng, shape)
     check_layer(torch, parity, layer, x, lambda x: reference(torch, x), rng)
+
+
+#: PyTorch's names for activations of recent networks (activation_modern.py), in both dtypes
+MODERN = {
+    "relu6": (cl.ReLU6, lambda torch, x: torch.nn.ReLU6()(x)),
+    "silu": (cl.SiLU, lambda torch, x: torch.nn.SiLU()(x)),
+    "hardswish": (cl.Hardswish, lambda torch, x: torch.nn.Hardswish()(x)),
+    "gelu": (cl.GELU, lambda torch, x: torch.nn.GELU()(x)),
+    "gelu_tanh": (lambda: cl.GELU("tanh"), lambda torch, x: torch.nn.GELU(approximate="tanh")(x)),
+}
+#: float64 should agree to a few units in the last place (erf included), float32 as elsewhere
+MODERN_TOL = {np.float32: TOL, np.float64: 1e-13}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("shape", SHAPES, ids=["4d", "2d"])
+@pytest.mark.parametrize("name", list(MODERN))
+def test_modern_activation(name, shape, dtype, torch, parity, rng):
+    make, reference = MODERN[name]
+    layer = make().build(shape[1:], rng=np.random.default_rng(0), dtype=dtype)
+    x = activation_input(rng, shape).astype(dtype)
+    x.reshape(-1)[:6] = [6, 3, -3, 5.999, 2.5, -2.5]  # ReLU6's cap, Hardswish's corners
+    check_layer(torch, parity, layer, x, lambda x: reference(torch, x), rng, MODERN_TOL[dtype])
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=["4d", "2d"])

@@ -2,14 +2,16 @@
 
     conv.py Conv2D, Conv1D        local.py LocallyConnected2D/1D     dense.py Dense, Flatten
     pool.py max/avg/global pooling  activation.py Sigmoid … Maxout   norm.py BatchNorm, LRN
-    dropout.py Dropout            containers.py Sequential          blocks.py Residual, Concat,
-    _window.py what window layers share                              SqueezeExcite
+    activation_modern.py ReLU6, SiLU, Hardswish, GELU (and its erf)  dropout.py Dropout
+    containers.py Sequential      blocks.py Residual, Concat, SqueezeExcite
+    _window.py what window layers share
 
 A layer knows nothing of the loop, files or pictures: layers may import core, runtime, kernels,
 shapes and init; never data, io, train, viz or cli.
 """
 
 from cnnlab.layers.activation import ELU, LeakyReLU, Maxout, PReLU, ReLU, Sigmoid, Swish, Tanh
+from cnnlab.layers.activation_modern import GELU, Hardswish, ReLU6, SiLU
 from cnnlab.layers.blocks import Concat, Residual, SqueezeExcite
 from cnnlab.layers.containers import Sequential
 from cnnlab.layers.conv import Conv1D, Conv2D
@@ -21,7 +23,8 @@ from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D,
 
 __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D", "Dense",
-    "Dropout", "ELU", "Flatten", "GlobalAvgPool2D", "LeakyReLU", "LocalResponseNorm",
-    "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D", "PReLU", "ReLU",
-    "Residual", "Sequential", "Sigmoid", "SqueezeExcite", "Swish", "Tanh",
+    "Dropout", "ELU", "Flatten", "GELU", "GlobalAvgPool2D", "Hardswish", "LeakyReLU",
+    "LocalResponseNorm", "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D",
+    "MaxPool2D", "PReLU", "ReLU", "ReLU6", "Residual", "Sequential", "SiLU", "Sigmoid",
+    "SqueezeExcite", "Swish", "Tanh",
 ]
