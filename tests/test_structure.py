@@ -25,12 +25,15 @@ ALLOWED: dict[str, set[str]] = {
     "data": {"core", "files", "runtime"},
     "io": {"core", "files", "layers", "data"},
     "zoo": {"core", "layers"},
-    "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io"},
+    "distributed": {"core"},
+    "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io",
+              "distributed"},
     "viz": {"core", "files", "runtime", "data", "layers", "losses", "metrics", "io", "train"},
     "cli": {"cnnlab", "core", "files", "runtime", "shapes", "data", "layers", "losses", "optim",
-            "schedules", "metrics", "io", "zoo", "train", "viz"},
+            "schedules", "metrics", "io", "zoo", "train", "viz", "distributed"},
     "__main__": {"cli"},
-    "cnnlab": {"core", "runtime", "data", "layers", "losses", "optim", "io", "zoo", "train", "viz"},
+    "cnnlab": {"core", "runtime", "data", "layers", "losses", "optim", "io", "zoo", "train", "viz",
+               "distributed"},
 }
 
 

@@ -10,11 +10,12 @@ those below it: core, files, runtime; shapes, init, kernels; layers, losses; opt
 metrics; data; io, zoo; train; viz; cli. `cl.viz` loads on first use (matplotlib).
 """
 
-from cnnlab import data, optim, runtime, zoo
+from cnnlab import data, distributed, optim, runtime, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
 from cnnlab.io import load, save
 from cnnlab.layers import (
     ELU,
+    GELU,
     AvgPool1D,
     AvgPool2D,
     BatchNorm1D,
@@ -26,6 +27,7 @@ from cnnlab.layers import (
     Dropout,
     Flatten,
     GlobalAvgPool2D,
+    Hardswish,
     LeakyReLU,
     LocallyConnected1D,
     LocallyConnected2D,
@@ -35,9 +37,11 @@ from cnnlab.layers import (
     MaxPool2D,
     PReLU,
     ReLU,
+    ReLU6,
     Residual,
     Sequential,
     Sigmoid,
+    SiLU,
     SqueezeExcite,
     Swish,
     Tanh,
@@ -58,13 +62,14 @@ __version__ = "0.2.0"
 
 __all__ = [
     "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D",
-    "DataError", "Dense", "Dropout", "Flatten",
-    "GlobalAvgPool2D", "Layer", "LeakyReLU", "LocalResponseNorm", "LocallyConnected1D",
+    "DataError", "Dense", "Dropout", "Flatten", "GELU",
+    "GlobalAvgPool2D", "Hardswish", "Layer", "LeakyReLU", "LocalResponseNorm", "LocallyConnected1D",
     "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM",
-    "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "Residual", "Sequential", "ShapeError", "Sigmoid",
+    "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "ReLU6", "Residual", "Sequential", "ShapeError",
+    "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "runtime", "save", "viz", "zoo",
+    "predict", "runtime", "save", "viz", "zoo", "distributed",
 ]
 
 

@@ -25,10 +25,15 @@ class Failure(Exception):
     """Something the command cannot do: one line, exit status 1."""
 
 
+#: under mpiexec, every process but rank 0 keeps quiet (its errors are still said, by main)
+QUIET = {"other rank": False}
+
+
 def say(text: str) -> None:
     """One line to stderr, at once: what the user is told beside the command's output (bytes of
     a name that were not UTF-8 shown as \\xNN)."""
-    print(readable(text), file=sys.stderr, flush=True)
+    if not QUIET["other rank"]:
+        print(readable(text), file=sys.stderr, flush=True)
 
 
 #: an ANSI escape sequence: CSI (colours, cursor moves), OSC (titles, links) or a lone ESC pair

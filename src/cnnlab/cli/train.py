@@ -4,6 +4,7 @@ optimizer, schedule and augmentation they name, and the run itself.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from pathlib import Path
 
@@ -188,8 +189,9 @@ def _start(opts: dict, checkpoint: Path | None, out: Path) -> None:
     write_config(out / CONFIG, opts)
 
 
-def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None, quiet: bool):
-    """cl.fit on (train, val or None, test): the History."""
+def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None, args):
+    """cl.fit on (train, val or None, test), on the processes of mpiexec if it started this one
+    (args.comm): the History."""
     train, val, test = data
     try:
         return cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
@@ -199,7 +201,7 @@ def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None,
                                              _steps_per_epoch(train[1], val, opts)),
                       transform=make_augment(opts["augment"]), seed=opts["seed"], out=out,
                       resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0),
-                      progress=False if quiet else None)
+                      progress=False if args.quiet else None, distributed=args.comm)
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
@@ -237,16 +239,20 @@ def cmd_train(args) -> int:
     model = _model(opts, model, checkpoint, source, x, names)
     out = Path(opts["out"]) if "out" in opts else run_dir(opts["model"])
     opts["out"] = str(out)
-    with locked_run(out):  # until the run ends: a second train on this folder fails at once
-        _start(opts, checkpoint, out)
+    writer = args.comm is None or args.comm.rank == 0  # under mpiexec, rank 0 writes the run
+    # until the run ends: a second train on this folder fails at once
+    with locked_run(out) if writer else contextlib.nullcontext():
+        if writer:
+            _start(opts, checkpoint, out)
         optimizer = make_optimizer(model, opts)
         say(f"{'resuming' if checkpoint else 'training'} {opts['model']} ({model.count_params():,} "
             f"parameters) on {source.describe()}: {_counts(y, val, opts, len(xt), what)}; "
             f"{opts['epochs']} epoch{'s' if opts['epochs'] > 1 else ''} of batch "
             f"{opts['batch-size']}, {optimizer!r}, {opts['schedule']} schedule, augment "
             f"{opts['augment']} → {out}")
-        history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args.quiet)
-        _finish(model, source, (xt, yt, what), history, names, out)
+        history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args)
+        if writer:
+            _finish(model, source, (xt, yt, what), history, names, out)
     return 0
 
 

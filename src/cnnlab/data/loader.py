@@ -121,6 +121,10 @@ class Loader:
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.preprocess, self.transform = preprocess, transform
+        #: data-parallel training (cnnlab.distributed): this process's share of each batch, a
+        #: function of the batch's size giving a slice of its indices, and this process's rank
+        self.share: Callable[[int], slice] | None = None
+        self.rank = 0
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -138,11 +142,14 @@ class Loader:
             idx = order[b * self.batch_size : (b + 1) * self.batch_size]
             if self.shuffle:
                 idx = np.sort(idx)  # the same set, read in memory order: faster gathers
+            if self.share is not None:  # only this process's images are read and preprocessed
+                idx = idx[self.share(len(idx))]
             xb, yb = self.x[idx], self.y[idx]
             if self.preprocess is not None:
                 xb = self.preprocess(xb)
-            if self.transform is not None:
-                xb = self.transform(xb, np.random.default_rng([self.seed, epoch, b, 1]))
+            if self.transform is not None:  # a stream per (seed, epoch, batch) and process
+                stream = [self.seed, epoch, b, 1] + ([self.rank] if self.share is not None else [])
+                xb = self.transform(xb, np.random.default_rng(stream))
             yield xb, yb
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:

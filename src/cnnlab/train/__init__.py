@@ -1,13 +1,14 @@
 """Training and using a model: the loop, its records, evaluation, the learning-rate range test.
 
     loop.py      fit() and its Trainer: batches, steps, schedules, checkpoints, resumption
+    inputs.py    arrays or Loaders, the held-out validation part, labels checked
     history.py   History (one row per epoch), Callback, EarlyStopping
     evaluate.py  evaluate, predict, predict_scores: the one evaluation everything uses
     lr_find.py   the learning-rate range test
 
 The entry points here (fit, evaluate, predict, lr_find) apply cnnlab's process settings first
 (cnnlab.runtime.apply_defaults). train may import core, files, runtime, data, layers, losses,
-optim, metrics and io; never viz or cli.
+optim, metrics, io and distributed; never viz or cli.
 """
 
 from cnnlab.train.evaluate import PixelRangeWarning, evaluate, predict, predict_scores

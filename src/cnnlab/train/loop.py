@@ -16,44 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import io, runtime
-from cnnlab.core import DataError, ModelFileError
-from cnnlab.data.loader import Loader, Preprocess
-from cnnlab.data.splits import check_fraction, stratified_split
+from cnnlab.core import ModelFileError
+from cnnlab.data.loader import Loader
+from cnnlab.data.splits import check_fraction
+from cnnlab.distributed import world
 from cnnlab.optim import clip_grad_norm
 from cnnlab.train import progress as bars
 from cnnlab.train.evaluate import evaluate
 from cnnlab.train.history import History, epoch_line, evaluation_line
+from cnnlab.train.inputs import as_loader, check_labels, hold_out
 
 #: an epoch's mean training loss above DIVERGED·ln C (C classes; guessing scores ln C) diverged
 DIVERGED = 10
-
-
-def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
-    if isinstance(data, Loader):
-        return data
-    x, y = data
-    preprocess = None
-    if np.asarray(x).dtype == np.uint8:  # raw images: the model's preprocessing applies
-        if model.preprocess is None:
-            model.preprocess = Preprocess.fit(x)
-        preprocess = model.preprocess
-    return Loader(x, y, batch_size, shuffle=shuffle, seed=seed, preprocess=preprocess,
-                  transform=transform)
-
-
-def hold_out(train, val, val_split: float, seed: int):
-    """(train, val) with a stratified `val_split` of the training arrays held out for validation
-    (cnnlab.data.splits), drawn from `seed`; as given when val_split is 0."""
-    if not check_fraction(val_split):
-        return train, val
-    if val is not None:
-        raise ValueError(f"fit: give val= or val_split=, not both. Received: val_split={val_split}")
-    if isinstance(train, Loader):
-        raise ValueError("fit: val_split holds out part of (x, y) arrays; for a Loader, pass the "
-                         "validation data as val=")
-    x, y = train
-    keep, held = stratified_split(np.asarray(y), val_split, seed)
-    return (x[keep], np.asarray(y)[keep]), (x[held], np.asarray(y)[held])
 
 
 class Trainer:
@@ -61,7 +35,8 @@ class Trainer:
 
     def __init__(self, model, train, *, loss, optimizer, epochs, batch_size=128, val=None,
                  val_split=0.0, test=None, schedule=None, callbacks=(), seed=0, transform=None,
-                 clip_norm=None, out=None, checkpoint_every=0, progress=None, verbose=True):
+                 clip_norm=None, out=None, checkpoint_every=0, progress=None, verbose=True,
+                 distributed=None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.val_split = check_fraction(val_split)
         train, val = hold_out(train, val, self.val_split, seed)
@@ -82,12 +57,24 @@ class Trainer:
         self.best: float | None = None
         for what, loader in (("train", self.train), ("val", self.val), ("test", self.test)):
             if loader is not None:
-                _check_labels(model, loader, what)
+                check_labels(model, loader, what)
         if checkpoint_every and self.out is None:
             raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs a run folder (out=...) "
                              "to write the checkpoints to")
+        self.comm = world(distributed)
+        if self.comm is not None:
+            self._join(self.comm)
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
+
+    def _join(self, comm) -> None:
+        """Data-parallel (cnnlab.distributed): this process's share of every batch, rank 0's
+        weights, and only rank 0 writes files and prints."""
+        self.train.share, self.train.rank = comm.share, comm.rank
+        comm.broadcast([*(p.data for p in self.model.parameters().values()),
+                        *self.model.buffers().values()])
+        if comm.rank != 0:
+            self.out, self.verbose, self.progress = None, False, False
 
     # ----------------------------------------------------------- checkpoints
     @property
@@ -199,11 +186,15 @@ class Trainer:
         self.optimizer.lr = self.schedule(position) if self.schedule else self.base_lr
         # overflow is detected below, with the epoch, step and layer; not as a warning
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            scores = self.model.forward(xb, training=True)
-            value = self.loss.forward(scores, yb)
-            if not math.isfinite(value):
-                self._fail(f"the loss is {value}", xb, scores)
-            self.model.backward(self.loss.backward(), input_grad=False)
+            if self.comm is None:
+                scores = self.model.forward(xb, training=True)
+                value = self.loss.forward(scores, yb)
+                if not math.isfinite(value):
+                    self._fail(f"the loss is {value}", xb, scores)
+                self.model.backward(self.loss.backward(), input_grad=False)
+                counts = value * len(yb), int((scores.argmax(axis=1) == yb).sum()), len(yb)
+            else:
+                counts = self._share_step(xb, yb)
         if self.clip_norm:
             clip_grad_norm(self.model, self.clip_norm)
         bad = [name for name, p in self.model.parameters().items()
@@ -218,9 +209,31 @@ class Trainer:
             self._fail(f"the update made {', '.join(bad[:3])} non-finite", xb)
         self.step += 1
         self.global_step += 1
-        self.partial["loss"] += value * len(yb)
-        self.partial["correct"] += int((scores.argmax(axis=1) == yb).sum())
-        self.partial["seen"] += len(yb)
+        self.partial["loss"] += counts[0]
+        self.partial["correct"] += counts[1]
+        self.partial["seen"] += counts[2]
+
+    def _share_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int, int]:
+        """Forward and backward on this process's share of the batch, then the gradients summed
+        over the processes weighted by their shares (the global batch mean) and the running
+        statistics averaged: (the batch's loss sum, correct, samples), the same on every rank."""
+        local, value, correct = len(yb), 0.0, 0
+        if local:
+            scores = self.model.forward(xb, training=True)
+            value = self.loss.forward(scores, yb)
+            self.model.backward(self.loss.backward(), input_grad=False)
+            correct = int((scores.argmax(axis=1) == yb).sum())
+        else:  # a last batch smaller than the number of processes: nothing to add here
+            for p in self.model.parameters().values():
+                p.grad = np.zeros_like(p.data) if p.trainable else None
+        total, loss_sum, correct, bad = self.comm.sum(
+            [local, value * local, correct, not math.isfinite(value)])
+        if bad:
+            self._fail(f"the loss is not finite on {int(bad)} of {self.comm.size} processes",
+                       xb if local else None)
+        self.comm.average_gradients(self.model, local / total)
+        self.comm.average_buffers(self.model)
+        return loss_sum, int(correct), int(total)
 
     def _fail(self, what: str, xb: np.ndarray | None, scores: np.ndarray | None = None, *,
               place: str | None = None, training: bool = True) -> None:
@@ -296,21 +309,11 @@ class Trainer:
             self.save_checkpoint(self.last_checkpoint)
 
 
-def _check_labels(model, loader: Loader, what: str) -> None:
-    """All labels in [0, K) for a model with K outputs, checked once before the first step."""
-    out = getattr(model, "out_shape", None)
-    if not out or len(out) != 1 or not len(loader.y):
-        return
-    low, high = int(loader.y.min()), int(loader.y.max())
-    if low < 0 or high >= out[0]:
-        raise DataError(f"fit: the {what} labels run from {low} to {high}, but the model has "
-                        f"{out[0]} outputs; labels must be class indices in [0, {out[0] - 1}]")
-
-
 def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, val=None,
         val_split: float = 0.0, test=None, schedule=None, callbacks=(), seed: int = 0,
         transform=None, clip_norm: float | None = None, out=None, resume=None,
-        checkpoint_every: int = 0, progress: bool | None = None, verbose: bool = True) -> History:
+        checkpoint_every: int = 0, progress: bool | None = None, verbose: bool = True,
+        distributed=None) -> History:
     """Trains `model` for `epochs` epochs and returns the History.
 
     Train, validation, test: choices (early stopping, best.safetensors) are made on the
@@ -332,6 +335,10 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
             `checkpoint_every` steps), best.safetensors (the best validation accuracy; not
             written without validation data), model.safetensors at the end.
         resume: a checkpoint to continue from (same seed, batch size and val_split).
+        distributed: True (or a cnnlab.distributed.Comm) in a script started by mpiexec -n K:
+            data-parallel over the K processes, `batch_size` the global batch; the same weights
+            as one process up to rounding for a network without BatchNorm or Dropout; only rank
+            0 writes `out` and prints (see cnnlab.distributed).
     Diverged, one rule: a non-finite training loss, gradient or update (at a step), a
     non-finite validation loss (the validation pass, run in inference mode with overflow
     caught), or an epoch's mean training loss above 10·ln C for a model with C ≥ 2 outputs
@@ -346,7 +353,8 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
                       batch_size=batch_size, val=val, val_split=val_split, test=test,
                       schedule=schedule, callbacks=callbacks,
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
-                      checkpoint_every=checkpoint_every, progress=progress, verbose=verbose)
+                      checkpoint_every=checkpoint_every, progress=progress, verbose=verbose,
+                      distributed=distributed)
     if resume is not None:
         trainer.resume(resume)
     return trainer.run()

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from cnnlab import io, runtime
-from cnnlab.train.loop import as_loader
+from cnnlab.train.inputs import as_loader
 
 
 def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 10.0,
