@@ -104,3 +104,43 @@ def test_fit_without_distributed_is_one_process_as_before():
     history = cl.fit(model, (x, y), loss=cl.SoftmaxCrossEntropy(), optimizer=cl.optim.SGD(model),
                      epochs=1, distributed=False, verbose=False)  # False: one process, as today
     assert len(history) == 1
+
+
+def test_processes_that_disagree_stop_at_once_naming_it(tmp_path):
+    result = run(2, sys.executable, SCRIPT, "x.safetensors", "float64", "dense", "disagree",
+                 cwd=tmp_path, timeout=60)
+    assert result.returncode != 0
+    assert "the processes disagree on batch size (rank 0: 30, rank 1: 31)" in result.stderr
+
+
+def test_a_rank_killed_with_sigkill_ends_the_job_and_the_checkpoint_resumes(tmp_path):
+    args = ["cnnlab", "-q", "train", "--data", "fashion-mnist-mini", "--epochs", "3", "--model",
+            "fmnist-cnn", "--checkpoint-every", "10", "--out", "killed"]
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", CNNLAB_NUM_THREADS="1")
+    job = subprocess.Popen([mpiexec(), "-n", "2", *args], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "killed"
+    deadline = time.monotonic() + 120
+    while not (run_dir / "last.ckpt.safetensors").exists() and time.monotonic() < deadline:
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.05)
+    rank0 = int((run_dir / ".lock").read_text())
+    ranks = subprocess.run(["pgrep", "-f", "--", "--out killed"], capture_output=True, text=True)
+    others = [int(p) for p in ranks.stdout.split() if int(p) != rank0 and _is_python(int(p))]
+    assert others, ranks.stdout
+    os.kill(others[0], signal.SIGKILL)  # rank 1, from outside
+    started = time.monotonic()
+    _, err = job.communicate(timeout=60)
+    assert time.monotonic() - started < 60 and job.returncode != 0, err
+    # the last complete checkpoint on disk is intact and resumes (here on one process)
+    assert io.read_checkpoint(run_dir / "last.ckpt.safetensors").training["global_step"] >= 10
+    result = run(1, "cnnlab", "-q", "train", "--resume", "killed", "--epochs", "1", cwd=tmp_path)
+    assert result.returncode == 0 or "has done" in result.stderr, result.stderr
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return "python" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    except OSError:
+        return False
+

@@ -11,7 +11,7 @@ metrics; data; io, zoo; train; viz; cli. `cl.viz` loads on first use (matplotlib
 """
 
 from cnnlab import data, distributed, optim, runtime, zoo
-from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError
+from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError, __version__
 from cnnlab.io import load, save
 from cnnlab.layers import (
     ELU,
@@ -58,8 +58,6 @@ from cnnlab.train import (
     predict,
 )
 
-__version__ = "0.2.0"
-
 __all__ = [
     "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D",
     "DataError", "Dense", "Dropout", "Flatten", "GELU",
@@ -69,7 +67,7 @@ __all__ = [
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "runtime", "save", "viz", "zoo", "distributed",
+    "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
 ]
 
 

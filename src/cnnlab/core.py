@@ -20,6 +20,10 @@ import numpy as np
 
 Shape = tuple[int, ...]
 
+#: cnnlab's version (pyproject.toml's too): files record it, and processes that train together
+#: check they share it
+__version__ = "0.2.0"
+
 
 class ShapeError(ValueError):
     """A layer cannot take the shape it was given (output size not whole, wrong rank, ...)."""

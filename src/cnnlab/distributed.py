@@ -84,6 +84,17 @@ class Comm:
             self.comm.Allreduce(self.mpi.IN_PLACE, total, op=self.mpi.SUM)
             buffer[...] = total / self.size
 
+    def agree(self, facts: dict[str, object]) -> None:
+        """ValueError on every rank, naming what differs and where, unless every process has the
+        same `facts` (versions, data size, options): processes that disagree would train apart."""
+        everyone = self.comm.allgather(facts)
+        for key in facts:
+            values = [theirs.get(key) for theirs in everyone]
+            if any(v != values[0] for v in values):
+                shown = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                raise ValueError(f"distributed: the processes disagree on {key} ({shown}); start "
+                                 "them with the same cnnlab, data and options")
+
     def abort(self, code: int = 1) -> None:
         """Ends every process of the job: survivors blocked in a collective do not wait forever."""
         self.comm.Abort(code)

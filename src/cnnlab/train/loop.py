@@ -8,6 +8,7 @@ uninterrupted one on the same machine with the same BLAS thread count.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import io, runtime
-from cnnlab.core import ModelFileError
+from cnnlab.core import ModelFileError, __version__
 from cnnlab.data.loader import Loader
 from cnnlab.data.splits import check_fraction
 from cnnlab.distributed import world
@@ -70,6 +71,12 @@ class Trainer:
     def _join(self, comm) -> None:
         """Data-parallel (cnnlab.distributed): this process's share of every batch, rank 0's
         weights, and only rank 0 writes files and prints."""
+        y = self.train.y
+        comm.agree({"cnnlab": __version__, "training images": len(y),
+                    "labels": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:16],
+                    "batch size": self.train.batch_size, "seed": self.train.seed,
+                    "val_split": self.val_split, "parameters": self.model.count_params(),
+                    "dtype": str(self.model.dtype), "epochs": self.epochs})
         self.train.share, self.train.rank = comm.share, comm.rank
         comm.broadcast([*(p.data for p in self.model.parameters().values()),
                         *self.model.buffers().values()])
@@ -144,7 +151,8 @@ class Trainer:
                         and self.step < steps:
                     self.partial["seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    self.save_checkpoint(self.last_checkpoint)
+                    if self.out is not None:  # under mpiexec only rank 0 has a folder to write
+                        self.save_checkpoint(self.last_checkpoint)
             if bar is not None:
                 bar.close()
             self.partial["seconds"] += time.perf_counter() - started
