@@ -23,6 +23,7 @@ from cnnlab.cli.use import _evaluation_json, _finite
 from cnnlab.data import Preprocess
 from cnnlab.files import read_regular
 from tests.test_cli import cnnlab, one_line_failure
+from tests.test_safety import header_of
 
 Image = pytest.importorskip("PIL.Image")
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,12 +43,6 @@ def saved(tmp_path) -> Path:
     cl.save(small_model(), path)
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(tmp_path / "x.png")
     return path
-
-
-def header_of(path: Path) -> tuple[dict, bytes]:
-    raw = path.read_bytes()
-    (size,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8 : 8 + size]), raw[8 + size :]
 
 
 def set_metadata(path: Path, key: str, text: str) -> None:
