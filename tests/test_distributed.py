@@ -144,3 +144,10 @@ def _is_python(pid: int) -> bool:
     except OSError:
         return False
 
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_evaluation_split_over_the_processes_counts_as_one_process(tmp_path, k):
+    result = run(k, sys.executable, str(Path(__file__).with_name("mpi_evaluate.py")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "same"

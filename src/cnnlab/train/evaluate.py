@@ -78,24 +78,21 @@ def predict(model, x: np.ndarray, batch_size: int = 512, *, pixel_range: float |
 
 def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
              keep_scores: bool = False, pixel_range: float | None = None,
-             progress: bool | None = None, what: str = "evaluate") -> dict:
+             progress: bool | None = None, what: str = "evaluate", comm=None) -> dict:
     """Accuracy, top-k accuracy, mean loss, confusion matrix and per-class accuracy, computed in
     batches in inference mode. `data`: (x, y) arrays (x as for predict_scores) or a
     cl.data.Loader. Keys: n, accuracy, top<k>, loss (None without a loss), confusion, per_class,
     and with keep_scores=True also scores (N, K) and labels (N,). `progress`: a bar named
-    `what` (cnnlab.train.progress: by default on a terminal or in Jupyter)."""
+    `what` (cnnlab.train.progress: by default on a terminal or in Jupyter). `comm` (a
+    cnnlab.distributed.Comm): each process scores its contiguous share of the samples and the
+    counts are summed over the processes: the same accuracy and confusion matrix as one process."""
     runtime.apply_defaults()
-    total = len(data.y) if isinstance(data, Loader) else len(data[1])
-    bar = bars.bar(total, what) if bars.wanted(progress) else None
-    scores, labels = [], []
-    for xb, yb in _batches(model, data, batch_size, pixel_range):
-        scores.append(model.forward(xb))
-        labels.append(yb)
-        if bar is not None:
-            bar.update(len(yb))
-    if bar is not None:
-        bar.close()
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    if comm is not None:
+        if keep_scores:
+            raise ValueError("evaluate: keep_scores=True needs every score in one process; "
+                             "evaluate without comm")
+        return _reduced(model, _share(data, comm), comm, batch_size, loss, k, pixel_range)
+    scores, labels = _scores(model, data, batch_size, pixel_range, progress, what)
     confusion = confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1])
     kept = {"scores": scores, "labels": labels} if keep_scores else {}
     return {
@@ -106,4 +103,53 @@ def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
         "confusion": confusion,
         "per_class": per_class_accuracy(confusion),
         **kept,
+    }
+
+
+def _scores(model, data, batch_size: int, pixel_range, progress, what: str):
+    """(scores (N, K), labels (N,)) of `data` in inference mode, with a progress bar if wanted."""
+    total = len(data.y) if isinstance(data, Loader) else len(data[1])
+    bar = bars.bar(total, what) if bars.wanted(progress) else None
+    scores, labels = [], []
+    for xb, yb in _batches(model, data, batch_size, pixel_range):
+        scores.append(model.forward(xb))
+        labels.append(yb)
+        if bar is not None:
+            bar.update(len(yb))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def _share(data, comm):
+    """This process's contiguous share of `data` (a Loader or (x, y)), or None when it is empty
+    (fewer samples than processes)."""
+    y = data.y if isinstance(data, Loader) else data[1]
+    part = comm.share(len(y))
+    if part.stop <= part.start:
+        return None
+    if isinstance(data, Loader):
+        return Loader(data.x[part], data.y[part], data.batch_size, preprocess=data.preprocess)
+    return data[0][part], data[1][part]
+
+
+def _reduced(model, data, comm, batch_size: int, loss, k: int, pixel_range) -> dict:
+    """evaluate() over the processes: local counts of this share, summed (float64: exact)."""
+    classes = model.out_shape[-1]
+    n, top, loss_sum, confusion = 0, 0.0, 0.0, np.zeros((classes, classes), np.int64)
+    if data is not None:
+        scores, labels = _scores(model, data, batch_size, pixel_range, False, "")
+        n = len(labels)
+        top = top_k_accuracy(scores, labels, k) * n
+        loss_sum = 0.0 if loss is None else loss.forward(scores, labels) * n
+        confusion = confusion_matrix(labels, scores.argmax(axis=1), classes)
+    total = comm.sum([n, top, loss_sum, *confusion.ravel()])
+    n, confusion = int(total[0]), np.rint(total[3:]).astype(np.int64).reshape(classes, classes)
+    return {
+        "n": n,
+        "accuracy": float(np.trace(confusion) / n),
+        f"top{k}": float(total[1] / n),
+        "loss": None if loss is None else float(total[2] / n),
+        "confusion": confusion,
+        "per_class": per_class_accuracy(confusion),
     }

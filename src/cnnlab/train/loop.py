@@ -171,7 +171,7 @@ class Trainer:
         # extreme test images may overflow the loss: recorded as unknown, not a warning
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             result = evaluate(self.model, self.test, loss=self.loss, progress=self.progress,
-                              what="test")
+                              what="test", comm=self.comm)
         self.history.record_test(result)
         if self.verbose:
             print(evaluation_line(self.history.test), file=sys.stderr, flush=True)
@@ -275,7 +275,7 @@ class Trainer:
             return None
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             result = evaluate(self.model, self.val, loss=self.loss, progress=self.progress,
-                              what="validation")
+                              what="validation", comm=self.comm)
         if result["loss"] is not None and not math.isfinite(result["loss"]):
             xb, scores = self._first_nonfinite_batch(self.val)
             self._fail(f"the validation loss is {result['loss']}", xb, scores,
