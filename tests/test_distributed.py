@@ -6,6 +6,7 @@ and a failure on one rank ends the whole job with one line naming the rank. The 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,6 +72,12 @@ def test_the_command_under_mpiexec_trains_as_one_process_and_rank_0_writes(tmp_p
                     io.read_file(tmp_path / "one" / "model.safetensors")[0]) <= 1e-5
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir())
+    # evaluate split over two processes prints one process's numbers, once
+    model = tmp_path / "one" / "model.safetensors"
+    alone, split = (run(k, "cnnlab", "evaluate", model, "--json", cwd=tmp_path) for k in (1, 2))
+    assert split.returncode == 0 and split.stdout.count("\n") == 1, split.stderr
+    ours, theirs = json.loads(split.stdout), json.loads(alone.stdout)
+    assert ours.pop("loss") == pytest.approx(theirs.pop("loss"), rel=1e-6) and ours == theirs
 
 
 def test_a_failure_on_one_rank_ends_the_job_naming_the_rank(tmp_path):

@@ -28,8 +28,9 @@ def cmd_evaluate(args) -> int:
     source = Source(spec or default_data(report=say), holdout=True, report=say)
     x, y, classes, what = source.load_for(model, args.split, args.model)
     k = min(5, len(classes))
+    # under mpiexec each process scores its share and the counts are summed (rank 0 prints)
     result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy(), k=k,
-                         progress=False if args.quiet else None)
+                         progress=False if args.quiet or args.comm else None, comm=args.comm)
     if args.json:
         print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result), allow_nan=False))
         return 0
