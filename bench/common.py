@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import sys
+import time
 
 import numpy as np
 
@@ -41,6 +42,19 @@ def limit_threads(n: int = THREADS):
         torch.set_num_threads(n)
     except ImportError:
         pass
+
+
+def sgemm_gflops(repeats: int = 5) -> float:
+    """GFLOP/s of NumPy's float32 GEMM on 2048×2048 matrices: the median of `repeats` after one
+    warm-up call (printed with every table: ratios depend on it)."""
+    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ a
+        times.append(time.perf_counter() - started)
+    return 2 * 2048**3 / float(np.median(times)) / 1e9
 
 
 def peak_rss_mib() -> float:

@@ -122,7 +122,7 @@ def serve(framework: str, net: str) -> None:
         print(json.dumps(times), flush=True)
     result = {"step_mib": step_mib, "peak_mib": common.peak_rss_mib()}
     if framework == "cnnlab":  # the reference for the GEMMs' share, measured just before them
-        result["sgemm"] = sgemm_gflops()
+        result["sgemm"] = common.sgemm_gflops()
         result["layers"] = layer_times(model, x)
     else:
         result["layers"] = torch_layer_times(model, net_t, xt, torch)
@@ -204,11 +204,6 @@ def torch_layer_times(model, net, x, torch) -> list:
     return _per_layer(model, x, time_module, net)
 
 
-def sgemm_gflops() -> float:
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    return 2 * 2048**3 / _timed(lambda: a @ a, 5) / 1e9
-
-
 class Worker:
     """A serve() subprocess and the commands it answers."""
 
@@ -271,7 +266,7 @@ def main() -> None:
     common.limit_threads()
     print(f"BLAS: {common.blas_info()}   threads: {common.THREADS}   batch {BATCH}, float32")
     have_torch = common.torch_or_none() is not None
-    print(f"NumPy sgemm 2048×2048: {sgemm_gflops():.1f} GFLOP/s")
+    print(f"NumPy sgemm 2048×2048: {common.sgemm_gflops():.1f} GFLOP/s")
     for net in args.nets:
         ours, theirs = lockstep(net, max(1, args.rounds), have_torch)
         print(f"\n{net}   (per round: {STEPS_PER_TURN} steps of each framework in turn, their median; "
