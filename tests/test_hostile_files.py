@@ -20,21 +20,18 @@ import pytest
 import cnnlab as cl
 from cnnlab import io
 from cnnlab.cli.use import _evaluation_json, _finite
-from cnnlab.data import Preprocess
 from cnnlab.files import read_regular
 from tests.test_cli import cnnlab, one_line_failure
 from tests.test_safety import header_of
+from tests.test_safety import small_model as safety_model
 
 Image = pytest.importorskip("PIL.Image")
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def small_model() -> cl.Sequential:
-    model = cl.Sequential([cl.Conv2D(2, 3), cl.BatchNorm2D(), cl.ELU(), cl.Flatten(), cl.Dense(3)],
-                          input_shape=(1, 5, 5))
-    model.preprocess = Preprocess([0.5], [0.25])
-    model.class_names = ["a", "b", "c"]
-    return model
+    """test_safety's model with BatchNorm statistics and an ELU argument to tamper with."""
+    return safety_model(cl.BatchNorm2D(), cl.ELU())
 
 
 @pytest.fixture

@@ -52,8 +52,11 @@ def fill(value, marker: Path):
     return value
 
 
-def small_model() -> cl.Sequential:
-    model = cl.Sequential([cl.Conv2D(2, 3), cl.ReLU(), cl.Flatten(), cl.Dense(3)], input_shape=(1, 5, 5))
+def small_model(*middle: cl.Layer) -> cl.Sequential:
+    """Conv2D, `middle` (a ReLU by default), Flatten, Dense: 3 classes of 5×5 images, with
+    preprocessing and class names, as a saved model has them."""
+    model = cl.Sequential([cl.Conv2D(2, 3), *(middle or [cl.ReLU()]), cl.Flatten(), cl.Dense(3)],
+                          input_shape=(1, 5, 5))
     model.preprocess = Preprocess([0.5], [0.25])
     model.class_names = ["a", "b", "c"]
     return model

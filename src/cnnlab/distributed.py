@@ -70,7 +70,8 @@ class Comm:
         grads = [p for p in model.parameters().values() if p.trainable and p.grad is not None]
         if not grads:
             return
-        flat = np.concatenate([p.grad.reshape(-1) for p in grads]) * grads[0].grad.dtype.type(weight)
+        flat = np.concatenate([p.grad.reshape(-1) for p in grads])  # the one copy a step makes
+        flat *= flat.dtype.type(weight)
         self.comm.Allreduce(self.mpi.IN_PLACE, flat, op=self.mpi.SUM)
         start = 0
         for p in grads:
@@ -78,11 +79,18 @@ class Comm:
             start += p.grad.size
 
     def average_buffers(self, model: Layer) -> None:
-        """Non-learned state (BatchNorm's running statistics) averaged over the ranks in place."""
-        for buffer in model.buffers().values():
-            total = buffer.astype(np.float64)
-            self.comm.Allreduce(self.mpi.IN_PLACE, total, op=self.mpi.SUM)
-            buffer[...] = total / self.size
+        """Non-learned state (BatchNorm's running statistics) averaged over the ranks in place:
+        one Allreduce over all of it, in float64."""
+        buffers = list(model.buffers().values())
+        if not buffers:
+            return
+        total = np.concatenate([b.reshape(-1) for b in buffers]).astype(np.float64)
+        self.comm.Allreduce(self.mpi.IN_PLACE, total, op=self.mpi.SUM)
+        total /= self.size
+        start = 0
+        for buffer in buffers:
+            buffer[...] = total[start : start + buffer.size].reshape(buffer.shape)
+            start += buffer.size
 
     def agree(self, facts: dict[str, object]) -> None:
         """ValueError on every rank, naming what differs and where, unless every process has the

@@ -33,9 +33,9 @@ def hold_out(train, val, val_split: float, seed: int):
     if isinstance(train, Loader):
         raise ValueError("fit: val_split holds out part of (x, y) arrays; for a Loader, pass the "
                          "validation data as val=")
-    x, y = train
-    keep, held = stratified_split(np.asarray(y), val_split, seed)
-    return (x[keep], np.asarray(y)[keep]), (x[held], np.asarray(y)[held])
+    x, y = train[0], np.asarray(train[1])
+    keep, held = stratified_split(y, val_split, seed)
+    return (x[keep], y[keep]), (x[held], y[held])
 
 
 def check_labels(model, loader: Loader, what: str) -> None:
