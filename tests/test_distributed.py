@@ -158,3 +158,82 @@ def test_evaluation_split_over_the_processes_counts_as_one_process(tmp_path, k):
     result = run(k, sys.executable, str(Path(__file__).with_name("mpi_evaluate.py")), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "same"
+
+
+def test_synchronized_batchnorm_on_k_processes_is_one_process(tmp_path):
+    """float64, convolution + BatchNorm2D + BatchNorm1D, 21 steps: the weights and the running
+    statistics of K = 2 and 4 synchronized processes are one process's, and every rank holds the
+    same running statistics (bit for bit)."""
+    first = run(1, sys.executable, SCRIPT, "k1.safetensors", "float64", "bn", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    one = io.read_file(tmp_path / "k1.safetensors")[0]
+    assert any("running_var" in name for name in one)
+    for k in (2, 4):
+        result = run(k, sys.executable, SCRIPT, f"k{k}.safetensors", "float64", "bn", "sync",
+                     "every-rank", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        ranks = [io.read_file(tmp_path / f"k{k}.safetensors.rank{r}")[0] for r in range(k)]
+        # a bias before BatchNorm gets no gradient (the mean removes it): it stays at rounding
+        # noise (~1e-16), compared absolutely; every other tensor relatively, per tensor
+        noise = [n for n in one if np.abs(one[n]).max() < 1e-12]
+        assert sorted(noise) == ["param.conv2d_1.bias", "param.dense_1.bias"]
+        assert all(np.abs(ranks[0][n] - one[n]).max() <= 1e-14 for n in noise)
+        assert relative({n: ranks[0][n] for n in one if n not in noise},
+                        {n: one[n] for n in one if n not in noise}) <= 1e-10, k
+        assert all(np.array_equal(r[n], ranks[0][n]) for r in ranks[1:] for n in one)
+
+
+def test_per_process_batchnorm_keeps_the_running_statistics_equal_on_every_rank(tmp_path):
+    result = run(2, sys.executable, SCRIPT, "k2.safetensors", "float64", "bn", "every-rank",
+                 cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    ranks = [io.read_file(tmp_path / f"k2.safetensors.rank{r}")[0] for r in range(2)]
+    assert all(np.array_equal(ranks[1][n], ranks[0][n]) for n in ranks[0])
+    one = io.read_file(tmp_path / "k2.safetensors")[0]
+    synced = run(2, sys.executable, SCRIPT, "sync.safetensors", "float64", "bn", "sync", cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert relative(io.read_file(tmp_path / "sync.safetensors")[0], one) > 1e-6  # not the same math
+
+
+def test_dropout_resumed_under_k_processes_repeats_the_whole_run(tmp_path):
+    """Dropout draws per process from (seed, step, rank): the checkpoint (rank 0's) carries no
+    per-rank state, and a run resumed after epoch 1 ends bit for bit as the whole run did."""
+    whole = run(2, sys.executable, SCRIPT, "whole.safetensors", "float32", "dropout", "epochs=2",
+                cwd=tmp_path)
+    half = run(2, sys.executable, SCRIPT, "half.safetensors", "float32", "dropout", "epochs=1",
+               "out=run", cwd=tmp_path)
+    assert whole.returncode == 0 and half.returncode == 0, whole.stderr + half.stderr
+    resumed = run(2, sys.executable, SCRIPT, "resumed.safetensors", "float32", "dropout", "epochs=2",
+                  "out=run", "resume=run/last.ckpt.safetensors", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = (io.read_file(tmp_path / f"{n}.safetensors")[0] for n in ("whole", "resumed"))
+    assert all(np.array_equal(a[n], b[n]) for n in a)
+    # the same checkpoint under another K resumes too (each process's share changes)
+    other = run(1, sys.executable, SCRIPT, "other.safetensors", "float32", "dropout", "epochs=2",
+                "out=run", "resume=run/last.ckpt.safetensors", cwd=tmp_path)
+    assert other.returncode == 0, other.stderr
+
+
+def test_each_process_decodes_only_its_own_images(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / "images" / f"class{c}").mkdir(parents=True)
+        for i in range(25):
+            Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+                tmp_path / "images" / f"class{c}" / f"{i}.png")
+    script = str(Path(__file__).with_name("mpi_folder.py"))
+    reports = {}
+    for k in (1, 2):
+        result = run(k, sys.executable, script, "images", cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        reports[k] = [json.loads(line) for line in result.stdout.splitlines()]
+    alone, (rank0, rank1) = reports[1][0], sorted(reports[2], key=lambda r: r["rank"])
+    # 50 images: once to measure the preprocessing, once in each of 2 epochs, by one process or
+    # split between two with no image decoded twice in a pass (3 · 50 decodes in all)
+    assert len(alone["decoded"]) == 150
+    assert len(rank0["decoded"]) + len(rank1["decoded"]) == 150
+    assert len(set(rank0["decoded"][:25]) | set(rank1["decoded"][:25])) == 50  # the measuring pass
+    assert 60 <= len(rank0["decoded"]) <= 90
+    assert rank0["weights"] == pytest.approx(alone["weights"], rel=1e-5)

@@ -14,7 +14,7 @@ core imports nothing of cnnlab: every other part may import it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -77,6 +77,8 @@ class Layer:
         init_hint           set by a container before build: what the activation after asks
         fit                 "exact" or "floor" for window layers (the summary marks "floor")
         rng                 a layer that draws at training time (Dropout) keeps its Generator here
+        batch_statistics    True for a layer whose training forward reduces over the batch
+        reduce              filled in by a data-parallel runner: a sum over the processes
         parameters, buffers, sublayers, sublayer_inputs, macs, arithmetic, config
         backward_params(dy) the gradients of the parameters only (a network's first layer)
         clear_cache()       forget a training forward's cache that will not be consumed
@@ -93,6 +95,15 @@ class Layer:
     #: the Generator of a layer that draws random numbers when training (Dropout's masks);
     #: checkpoints save and restore its state, so a resumed run draws what the whole run drew
     rng: np.random.Generator | None = None
+    #: a layer whose training forward takes statistics over the batch (BatchNorm): with
+    #: synchronized statistics a data-parallel runner gives it `reduce`
+    batch_statistics: bool = False
+    #: None (the batch on this process is the whole batch), or, filled in by a data-parallel
+    #: runner (cnnlab.train.parallel, synchronized BatchNorm): a function returning the
+    #: element-wise sum of a float64 array over the processes. Every process calls it in the
+    #: same order, so a layer calls it on every training forward and backward, never
+    #: conditionally on its own data.
+    reduce: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __init__(self) -> None:
         self.name: str | None = None

@@ -18,6 +18,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # exits 2 on a usage error
     runtime.apply_defaults()  # an entry point: the process settings cnnlab runs best with
     args.comm = distributed.Comm() if distributed.launched() else None
+    if args.comm is not None:  # one of K processes on the cores: one thread each, unless told
+        runtime.threads.one_per_process()
     if args.comm is not None and args.comm.rank != 0:  # rank 0 speaks for the job
         QUIET["other rank"] = True
         sys.stdout = open(os.devnull, "w")  # for the life of the process

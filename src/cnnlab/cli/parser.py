@@ -175,6 +175,9 @@ def _train(sub, common) -> None:
                 f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
+    option("--sync-batchnorm", action="store_true",
+           help="under mpiexec: BatchNorm's batch statistics over all processes' samples (as one "
+                "process computes them) instead of each process's own share")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 

@@ -109,6 +109,11 @@ def read_config(path: str | Path, actions: dict[str, argparse.Action]) -> dict:
             raise UsageError(f"{path}: unknown key {key!r}; the keys are the long flags of "
                              f"cnnlab train: {', '.join(actions)}")
         action = actions[flag]
+        if action.nargs == 0:  # a switch (--sync-batchnorm): true or false
+            if not isinstance(value, bool):
+                raise UsageError(f"{path}: {key} = {value!r} has the wrong type (true or false)")
+            options[flag] = value
+            continue
         if flag == "input" and isinstance(value, list):
             value = "x".join(map(str, value))
         if flag == "data" and isinstance(value, str):

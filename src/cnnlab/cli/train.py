@@ -14,6 +14,7 @@ from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir
 from cnnlab.core import volume
 from cnnlab.data import transforms
 from cnnlab.data.datasets import DATASETS
+from cnnlab.data.folder import take
 from cnnlab.data.sources import Source, default_data
 from cnnlab.data.splits import stratified_split
 
@@ -160,7 +161,7 @@ def _data(opts: dict, source: Source, model):
                       f"the training images are {volume(x.shape[1:])} (H×W×D); a model takes one "
                       "size: give both splits images of the same size")
     if "limit" in opts:
-        x, y = x[: opts["limit"]], y[: opts["limit"]]
+        x, y = take(x, slice(opts["limit"])), y[: opts["limit"]]
     val = source.load("val", want)[:2] if source.has_own_validation() else None
     return (x, y, names), val, (xt, yt, what)
 
@@ -201,7 +202,8 @@ def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None,
                                              _steps_per_epoch(train[1], val, opts)),
                       transform=make_augment(opts["augment"]), seed=opts["seed"], out=out,
                       resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0),
-                      progress=False if args.quiet else None, distributed=args.comm)
+                      progress=False if args.quiet else None, distributed=args.comm,
+                      sync_batchnorm=opts.get("sync-batchnorm", False))
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
@@ -229,7 +231,9 @@ def cmd_train(args) -> int:
     opts, checkpoint = train_options(args)
     if "data" not in opts:
         opts["data"] = default_data(report=say)
-    source = Source(opts["data"], holdout=True, report=lambda text: say(printable(text)))
+    # under mpiexec an image folder is read lazily: each process decodes only its own images
+    source = Source(opts["data"], holdout=True, report=lambda text: say(printable(text)),
+                    lazy=True if args.comm is not None else None)
     opts["data"] = source.stored
     model, done = _resumed(checkpoint) if checkpoint else (None, 0)
     if checkpoint and done >= opts["epochs"]:

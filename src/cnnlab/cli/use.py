@@ -25,7 +25,8 @@ def cmd_evaluate(args) -> int:
     model = cl.load(args.model)
     spec = args.data if args.data is not None else recorded_data(Path(args.model).parent)
     # holdout: an image folder's held-out tenth, as train chose it (--split all: every image)
-    source = Source(spec or default_data(report=say), holdout=True, report=say)
+    source = Source(spec or default_data(report=say), holdout=True, report=say,
+                    lazy=True if args.comm is not None else None)
     x, y, classes, what = source.load_for(model, args.split, args.model)
     k = min(5, len(classes))
     # under mpiexec each process scores its share and the counts are summed (rank 0 prints)

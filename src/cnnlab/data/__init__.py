@@ -8,9 +8,9 @@ train, viz or cli): what it tells the user goes to a `report` callable, not to p
 from cnnlab.data import transforms
 from cnnlab.data.datasets import DEFAULT, class_names, is_available, load, locate
 from cnnlab.data.download import download
-from cnnlab.data.folder import load_folder, load_image
+from cnnlab.data.folder import FolderImages, load_folder, load_image, take
 from cnnlab.data.loader import Loader, Preprocess
 from cnnlab.data.sources import Source
 
-__all__ = ["DEFAULT", "Loader", "Preprocess", "Source", "class_names", "download", "is_available", "load",
-           "load_folder", "load_image", "locate", "transforms"]
+__all__ = ["DEFAULT", "FolderImages", "Loader", "Preprocess", "Source", "class_names", "download",
+           "is_available", "load", "load_folder", "load_image", "locate", "take", "transforms"]

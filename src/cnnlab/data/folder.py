@@ -17,6 +17,10 @@ model's input (C, H, W) as uint8:
 Colours are never inverted: Fashion-MNIST and MNIST are light objects on a dark background, so
 a photo of a dark shirt on a white table needs inverting by the user.
 
+A large folder, or one read by one of several processes (data-parallel training), is read
+lazily: `FolderImages` lists the files and decodes only the images a batch indexes, so memory
+holds a batch, not the folder, and each process decodes only its own share.
+
 Pillow's decompression-bomb limit (Image.MAX_IMAGE_PIXELS) stays in force: an image above it is
 refused with a DataError, as is a corrupt, truncated or unreadable file, always naming the file.
 Only the formats above are decoded, whatever the file's name: Pillow's other plugins (EPS, which
@@ -43,6 +47,8 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
 #: how an image of another size becomes H×W (see the module docstring)
 RESIZE = ("stretch", "center-crop")
+#: load_folder(lazy=None) decodes a folder whole up to this many bytes of pixels, lazily above
+EAGER_BYTES = 2 << 30
 
 
 def check_resize(rule: str) -> str:
@@ -150,7 +156,11 @@ def _to_mode(image, target: str):
 def load_image(path: str | os.PathLike, input_shape: Sequence[int], resize: str = "stretch") -> np.ndarray:
     """One image file as the model's input: uint8 (C, H, W), brought to H×W by `resize` (RESIZE).
     DataError naming the file if it is missing, not an image, corrupt or truncated, or above
-    Pillow's decompression-bomb limit."""
+    A large folder, or one read by one of several processes (data-parallel training), is read
+lazily: `FolderImages` lists the files and decodes only the images a batch indexes, so memory
+holds a batch, not the folder, and each process decodes only its own share.
+
+Pillow's decompression-bomb limit."""
     return _decode(Path(path), *_target(input_shape), check_resize(resize))[0]
 
 
@@ -185,20 +195,95 @@ def class_folders(root: str | os.PathLike) -> list[Path]:
     return folders
 
 
+class FolderImages:
+    """Image files as a lazy uint8 array (N, C, H, W): indexing decodes the images it names.
+
+        images[i]            one image (C, H, W)
+        images[idx]          a batch (len(idx), C, H, W) for an index array, mask or slice
+        images.subset(idx)   the files idx names, still undecoded (take() does either)
+
+    `shape`, `dtype`, `ndim` and len() are those of the array it stands for; np.asarray(images)
+    decodes every image. Decoding errors are DataErrors naming the file, raised when the image is
+    first needed.
+    """
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, files: Sequence[Path], input_shape: Sequence[int], resize: str = "stretch"):
+        self.files = list(files)
+        self.target = _target(input_shape)
+        self.resize = check_resize(resize)
+        self.shape = (len(self.files), *self.target)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _positions(self, index) -> np.ndarray:
+        return np.arange(len(self.files))[index]
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return _decode(self.files[index], *self.target, self.resize)[0]
+        positions = self._positions(index)
+        out = np.empty((len(positions), *self.target), np.uint8)
+        for i, at in enumerate(positions):
+            out[i] = _decode(self.files[at], *self.target, self.resize)[0]
+        return out
+
+    def subset(self, index) -> FolderImages:
+        return FolderImages([self.files[i] for i in self._positions(index)], self.target, self.resize)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        array = self[:]
+        return array if dtype is None else array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"FolderImages({len(self.files)} files as {self.shape[1:]} uint8, decoded when indexed)"
+
+
+def take(images, index):
+    """images[index] without decoding: a FolderImages' subset, an array's rows."""
+    return images.subset(index) if isinstance(images, FolderImages) else images[index]
+
+
 def load_folder(
     root: str | os.PathLike, input_shape: Sequence[int], *, report: Callable[[str], None] | None = None,
-    resize: str = "stretch",
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    resize: str = "stretch", lazy: bool | None = None,
+) -> tuple[np.ndarray | FolderImages, np.ndarray, list[str]]:
     """uint8 images (N, C, H, W), int64 labels (N,) and the class names (the subfolders' names,
     sorted; label i is class_names[i]) of an image folder, converted to `input_shape` (C, H, W)
     with the `resize` rule (RESIZE).
 
+    `lazy`: True gives the images as a FolderImages (decoded when a batch needs them), False
+    decodes them all now; None decodes now up to EAGER_BYTES of pixels and lazily above.
     `report`, if given, receives one line saying what was converted, e.g.
     "data/pets: 120 images in 2 classes; converted: 80 RGB → grayscale, 120 resized to 28×28
-    (from 24×24 … 480×640); 1 other file skipped".
+    (from 24×24 … 480×640); 1 other file skipped" (when lazy: how many images, read lazily).
     """
     c, h, w = _target(input_shape)
     check_resize(resize)
+    files, labels, skipped, folders = _listing(root)
+    if lazy or (lazy is None and len(files) * c * h * w > EAGER_BYTES):
+        if report is not None:
+            report(f"{root}: {len(files):,} images in {len(folders)} classes, decoded as batches "
+                   "need them (a file that cannot be read stops the run when it is reached)"
+                   + (f"; {skipped} other file{'s' if skipped > 1 else ''} skipped" if skipped else ""))
+        return FolderImages(files, (c, h, w), resize), labels, [f.name for f in folders]
+    x = np.empty((len(files), c, h, w), np.uint8)
+    modes: list[str] = []
+    sizes = np.empty((len(files), 2), np.int64)
+    for i, path in enumerate(files):
+        x[i], mode, sizes[i] = _decode(path, c, h, w, resize)
+        modes.append(mode)
+    if report is not None:
+        report(_summary(root, len(folders), modes, sizes, "L" if c == 1 else "RGB", (h, w), skipped))
+    return x, labels, [f.name for f in folders]
+
+
+def _listing(root) -> tuple[list[Path], np.ndarray, int, list[Path]]:
+    """The image files of a class folder tree, their labels, the other files' count, the class
+    folders."""
     folders = class_folders(root)
     files: list[Path] = []
     labels: list[int] = []
@@ -212,15 +297,7 @@ def load_folder(
                             f"({', '.join(EXTENSIONS)})")
         files += images
         labels += [label] * len(images)
-    x = np.empty((len(files), c, h, w), np.uint8)
-    modes: list[str] = []
-    sizes = np.empty((len(files), 2), np.int64)
-    for i, path in enumerate(files):
-        x[i], mode, sizes[i] = _decode(path, c, h, w, resize)
-        modes.append(mode)
-    if report is not None:
-        report(_summary(root, len(folders), modes, sizes, "L" if c == 1 else "RGB", (h, w), skipped))
-    return x, np.array(labels, np.int64), [f.name for f in folders]
+    return files, np.array(labels, np.int64), skipped, folders
 
 
 def _summary(root, classes: int, modes: list[str], sizes: np.ndarray, target: str,

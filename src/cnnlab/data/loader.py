@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from cnnlab.core import DataError
-from cnnlab.data.folder import check_resize
+from cnnlab.data.folder import FolderImages, check_resize
 
 #: the channel order of images with 1 and 3 channels, as Pillow names the modes
 CHANNELS = {1: "L", 3: "RGB"}
@@ -50,17 +50,26 @@ class Preprocess:
         self.channels = expected
 
     @classmethod
-    def fit(cls, x: np.ndarray, scale: float = 1 / 255) -> Preprocess:
-        """Per-channel mean and standard deviation of x·scale over samples and pixels."""
+    def fit(cls, x: np.ndarray, scale: float = 1 / 255, *, part: slice | None = None,
+            reduce: Callable[[np.ndarray], np.ndarray] | None = None) -> Preprocess:
+        """Per-channel mean and standard deviation of x·scale over samples and pixels.
+
+        Data-parallel (cnnlab.train.parallel): each process reads only x[part] and `reduce`
+        sums the processes' float64 sums (the same numbers on every process)."""
         if x.ndim < 2 or len(x) == 0:
             raise DataError(f"Preprocess.fit: need a non-empty batch (N, C, ...). Received: {x.shape}")
         axes = (0, *range(2, x.ndim))
-        total, squares, count = 0.0, 0.0, 0
-        for start in range(0, len(x), 8192):  # float64 sums in chunks: exact enough, bounded memory
-            chunk = x[start : start + 8192].astype(np.float64) * scale
+        channels = x.shape[1]
+        total, squares, count = np.zeros(channels), np.zeros(channels), 0
+        part = part or slice(0, len(x))
+        for start in range(part.start, part.stop, 8192):  # float64 sums in chunks, bounded memory
+            chunk = x[start : min(start + 8192, part.stop)].astype(np.float64) * scale
             total = total + chunk.sum(axis=axes)
             squares = squares + (chunk * chunk).sum(axis=axes)
-            count += chunk.size // chunk.shape[1]
+            count += chunk.size // channels
+        if reduce is not None:
+            summed = reduce(np.concatenate([total, squares, [count]]))
+            total, squares, count = summed[:channels], summed[channels:-1], summed[-1]
         mean = total / count
         std = np.sqrt(np.maximum(squares / count - mean * mean, 0))
         return cls(mean, np.where(std > 0, std, 1.0), scale)
@@ -96,7 +105,7 @@ class Loader:
     unless drop_last.
 
     Args:
-        x: (N, C, H, W) images (uint8 or float), y: (N,) integer labels.
+        x: (N, C, H, W) images (uint8 or float, or a FolderImages), y: (N,) integer labels.
         batch_size: samples per batch.  shuffle: a new order each epoch, from (seed, epoch).
         preprocess: applied to each batch (e.g. a `Preprocess`), before `transform`.
         transform: augmentation `transform(batch, rng) -> batch`, training only.
@@ -107,7 +116,8 @@ class Loader:
         seed: int = 0, preprocess: Callable | None = None, transform: Transform | None = None,
         drop_last: bool = False,
     ) -> None:
-        x, y = np.asarray(x), np.asarray(y)
+        # image files (cnnlab.data.folder.FolderImages) stay files: a batch decodes its images
+        x, y = (x if isinstance(x, FolderImages) else np.asarray(x)), np.asarray(y)
         if len(x) == 0:
             raise DataError("Loader: the dataset is empty (0 samples).")
         if y.ndim != 1 or len(y) != len(x):

@@ -30,7 +30,7 @@ import numpy as np
 
 from cnnlab.core import DataError, volume
 from cnnlab.data.datasets import DATASETS, DEFAULT, class_names, is_available, load, locate
-from cnnlab.data.folder import class_folders, load_folder
+from cnnlab.data.folder import class_folders, load_folder, take
 
 Report = Callable[[str], None]
 #: the folder names an image folder's own validation images may have, beside train/
@@ -57,14 +57,19 @@ class Source:
 
     `holdout`: an image folder without train/ and test/ keeps one image in ten apart for testing.
     `report`: receives what the user should be told (e.g. the cli's stderr), one line a call.
+    `lazy`: how an image folder is read (cnnlab.data.folder.load_folder): True, decoded when a
+    batch needs each image (data-parallel training: each process decodes only its share);
+    None, whole up to folder.EAGER_BYTES of pixels and lazily above.
     Attributes: `spec` (as given), `kind` (a dataset name or "folder"), `root` (the folder or
     None), `classes` (class names; None for an image folder, whose classes load() returns),
     `stored` (what a run's config.toml records: the name, or the folder's absolute path).
     Raises DataError when `spec` is neither a dataset nor a folder.
     """
 
-    def __init__(self, spec: str, *, holdout: bool, report: Report | None = None) -> None:
+    def __init__(self, spec: str, *, holdout: bool, report: Report | None = None,
+                 lazy: bool | None = None) -> None:
         self.spec, self.holdout, self.kind, self.root = spec, holdout, spec, None
+        self.lazy = lazy
         self.report = report or _silent
         self.classes: list[str] | None = None
         self._decoded: dict = {}  # an image folder is decoded once for both splits
@@ -113,7 +118,8 @@ class Source:
                 raise DataError(f"{self.root}: no {split}/ folder beside train/")
         key = root, tuple(input_shape), resize
         if key not in self._decoded:
-            self._decoded[key] = load_folder(root, input_shape, report=self.report, resize=resize)
+            self._decoded[key] = load_folder(root, input_shape, report=self.report, resize=resize,
+                                             lazy=self.lazy)
         x, y, classes = self._decoded[key]
         if layout and split != "train":
             train_classes = [p.name for p in class_folders(self.root / "train")]
@@ -121,7 +127,7 @@ class Source:
         elif not layout and self.holdout and split != "all":  # one in 10 of each class held out
             rank = np.arange(len(y)) - np.searchsorted(y, y)  # files come grouped by class
             keep = (rank % 10 == 9) == (split != "train")
-            x, y, what = x[keep], y[keep], ("training" if split == "train" else "held-out")
+            x, y, what = take(x, keep), y[keep], ("training" if split == "train" else "held-out")
             if len(y) == 0:
                 raise DataError(f"{self.root}: too few images to hold out one in ten for testing; "
                                 "give it train/ and test/ subfolders")

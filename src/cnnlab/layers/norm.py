@@ -44,6 +44,10 @@ class _BatchNorm(Layer):
         dγ = Σ dy·x̂      dβ = Σ dy
         dx = (γ/σ)/M · (M·dy − Σ dy − x̂·Σ (dy·x̂))
 
+    Synchronized (data-parallel, `self.reduce` filled in by cnnlab.train.parallel): the sums
+    above run over the values of every process (M the global count), so K processes compute one
+    process's μ, σ and dx; dγ and dβ stay this process's sums (the runner adds them up).
+
     Shape: y has the shape of x;  weight γ: (C,), ones;  bias β: (C,), zeros;  parameters: 2·C.
     Buffers (saved with the model, not learned): running_mean (C,), zeros; running_var (C,), ones.
     Args:
@@ -55,6 +59,7 @@ class _BatchNorm(Layer):
     expected = ""
     over: dict[int, str] = {}
     hint = ""
+    batch_statistics = True
 
     def __init__(self, momentum: float = 0.1, eps: float = 1e-5) -> None:
         super().__init__()
@@ -113,6 +118,8 @@ class _BatchNorm(Layer):
             threads.map_chunks(normalise, threads.row_spans(rows))
             return restore(y)
 
+        if self.reduce is not None:
+            return self._forward_synced(rows, restore)
         m = rows.shape[1]
         if m < 2:
             raise ValueError(
@@ -134,19 +141,42 @@ class _BatchNorm(Layer):
             y[lo:hi] += beta[lo:hi]
 
         threads.map_chunks(channels, threads.row_spans(rows))
+        self._update_running(mean.reshape(-1), var.reshape(-1), m)
+        self._cache = (x_hat, inv_std, restore, m)
+        return restore(y)
+
+    def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         # in place: the buffers stay the arrays that buffers() handed out
         self.running_mean *= 1 - self.momentum
-        self.running_mean += self.momentum * mean.reshape(-1)
+        self.running_mean += self.momentum * mean
         self.running_var *= 1 - self.momentum
-        self.running_var += self.momentum * var.reshape(-1) * (m / (m - 1))
-        self._cache = (x_hat, inv_std, restore)
+        self.running_var += self.momentum * var * (m / (m - 1))
+
+    def _forward_synced(self, rows: np.ndarray, restore) -> np.ndarray:
+        """The training forward over every process's values: two sums over the processes
+        (Σx with the count M, then Σ(x − μ)²: the two-pass variance, as one process computes it)."""
+        c = rows.shape[0]
+        totals = self.reduce(np.append(rows.sum(axis=1, dtype=np.float64), rows.shape[1]))
+        m = int(totals[c])
+        if m < 2:
+            raise ValueError(f"{self.label}: a training forward needs more than 1 value per channel "
+                             f"over all processes. Received: {m}. Use a larger batch.")
+        mean = (totals[:c] / m).astype(rows.dtype)[:, None]
+        x_hat = rows - mean
+        var = (self.reduce(np.einsum("cm,cm->c", x_hat, x_hat, dtype=np.float64)) / m).astype(rows.dtype)
+        inv_std = 1 / np.sqrt(var[:, None] + self.eps)
+        x_hat *= inv_std
+        y = x_hat * self.weight.data[:, None] + self.bias.data[:, None]
+        self._update_running(mean.reshape(-1), var, m)
+        self._cache = (x_hat, inv_std, restore, m)
         return restore(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_hat, inv_std, restore = self._take_cache()
+        x_hat, inv_std, restore, m = self._take_cache()
         dy = self._check_grad(dy, restore(x_hat).shape)
         dy_rows, _ = _channel_rows(dy)
-        m = x_hat.shape[1]
+        if self.reduce is not None:
+            return self._backward_synced(dy_rows, x_hat, inv_std, restore, m)
         dbeta = np.empty(x_hat.shape[0], dy_rows.dtype)
         dgamma = np.empty(x_hat.shape[0], np.result_type(dy_rows, x_hat))
         dx = np.empty(x_hat.shape, np.result_type(dy_rows, x_hat))
@@ -163,6 +193,20 @@ class _BatchNorm(Layer):
             out += -k * dbeta[lo:hi, None] / m
 
         threads.map_chunks(channels, threads.row_spans(x_hat))
+        self.weight.grad = dgamma
+        self.bias.grad = dbeta
+        return restore(dx)
+
+    def _backward_synced(self, dy_rows, x_hat, inv_std, restore, m: int) -> np.ndarray:
+        """dx with Σdy and Σdy·x̂ over every process (one sum of 2·C values); dγ and dβ this
+        process's part."""
+        c = x_hat.shape[0]
+        dbeta = dy_rows.sum(axis=1)
+        dgamma = np.einsum("cm,cm->c", dy_rows, x_hat)
+        totals = self.reduce(np.concatenate([dbeta, dgamma]).astype(np.float64))
+        sum_dy, sum_dy_xh = (totals[:c] / m).astype(x_hat.dtype), (totals[c:] / m).astype(x_hat.dtype)
+        k = (self.weight.data * inv_std[:, 0])[:, None]
+        dx = (dy_rows - sum_dy[:, None] - x_hat * sum_dy_xh[:, None]) * k
         self.weight.grad = dgamma
         self.bias.grad = dbeta
         return restore(dx)

@@ -72,6 +72,21 @@ def set_num_threads(n: int, _source: str | None = None) -> None:
         _pool = ThreadPoolExecutor(n - 1, thread_name_prefix="cnnlab", initializer=_mark) if n > 1 else None
 
 
+def one_per_process() -> None:
+    """K processes of one job sharing a machine's cores (data-parallel training under mpiexec):
+    cnnlab and the BLAS on one thread each, unless CNNLAB_NUM_THREADS, OPENBLAS_NUM_THREADS,
+    OMP_NUM_THREADS or MKL_NUM_THREADS set a count (then that count holds)."""
+    told = ("CNNLAB_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+    if any(os.environ.get(name, "").strip() for name in told):
+        return
+    set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")  # process-wide: this process is one of K
+
+
 def _mark() -> None:
     _local.worker = True
 

@@ -2,6 +2,7 @@
 
     loop.py      fit() and its Trainer: batches, steps, schedules, checkpoints, resumption
     inputs.py    arrays or Loaders, the held-out validation part, labels checked
+    parallel.py  what a step does differently on one of K data-parallel processes (MPI)
     history.py   History (one row per epoch), Callback, EarlyStopping
     evaluate.py  evaluate, predict, predict_scores: the one evaluation everything uses
     lr_find.py   the learning-rate range test

@@ -15,6 +15,7 @@ import warnings
 import numpy as np
 
 from cnnlab import runtime
+from cnnlab.data.folder import FolderImages, take
 from cnnlab.data.loader import Loader
 from cnnlab.losses import softmax
 from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
@@ -54,7 +55,7 @@ def _batches(model, data, batch_size: int, pixel_range: float | None = None, who
         yield from data.batches(0)
         return
     x, y = data
-    x = np.asarray(x)
+    x = x if isinstance(x, FolderImages) else np.asarray(x)  # image files: decoded by the batch
     preprocess = model.preprocess if _pixels(model, x, pixel_range, who) else None
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size]
@@ -129,8 +130,8 @@ def _share(data, comm):
     if part.stop <= part.start:
         return None
     if isinstance(data, Loader):
-        return Loader(data.x[part], data.y[part], data.batch_size, preprocess=data.preprocess)
-    return data[0][part], data[1][part]
+        return Loader(take(data.x, part), data.y[part], data.batch_size, preprocess=data.preprocess)
+    return take(data[0], part), data[1][part]
 
 
 def _reduced(model, data, comm, batch_size: int, loss, k: int, pixel_range) -> dict:

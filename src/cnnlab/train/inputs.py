@@ -6,18 +6,23 @@ from __future__ import annotations
 import numpy as np
 
 from cnnlab.core import DataError
+from cnnlab.data.folder import FolderImages, take
 from cnnlab.data.loader import Loader, Preprocess
 from cnnlab.data.splits import check_fraction, stratified_split
 
 
-def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None) -> Loader:
+def as_loader(data, model, batch_size: int, *, shuffle: bool, seed: int, transform=None,
+              comm=None) -> Loader:
+    """`data` as a Loader; uint8 images get the model's preprocessing, measured here (over the
+    processes of `comm`, each reading its share) when the model has none yet."""
     if isinstance(data, Loader):
         return data
     x, y = data
     preprocess = None
-    if np.asarray(x).dtype == np.uint8:  # raw images: the model's preprocessing applies
+    if (x.dtype if isinstance(x, FolderImages) else np.asarray(x).dtype) == np.uint8:  # pixels
         if model.preprocess is None:
-            model.preprocess = Preprocess.fit(x)
+            model.preprocess = (Preprocess.fit(x) if comm is None else
+                                Preprocess.fit(x, part=comm.share(len(x)), reduce=comm.sum))
         preprocess = model.preprocess
     return Loader(x, y, batch_size, shuffle=shuffle, seed=seed, preprocess=preprocess,
                   transform=transform)
@@ -35,7 +40,7 @@ def hold_out(train, val, val_split: float, seed: int):
                          "validation data as val=")
     x, y = train[0], np.asarray(train[1])
     keep, held = stratified_split(y, val_split, seed)
-    return (x[keep], y[keep]), (x[held], y[held])
+    return (take(x, keep), y[keep]), (take(x, held), y[held])
 
 
 def check_labels(model, loader: Loader, what: str) -> None:

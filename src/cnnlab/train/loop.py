@@ -8,7 +8,6 @@ uninterrupted one on the same machine with the same BLAS thread count.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import time
@@ -17,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab import io, runtime
-from cnnlab.core import ModelFileError, __version__
+from cnnlab.core import ModelFileError
 from cnnlab.data.loader import Loader
 from cnnlab.data.splits import check_fraction
 from cnnlab.distributed import world
 from cnnlab.optim import clip_grad_norm
+from cnnlab.train import parallel
 from cnnlab.train import progress as bars
 from cnnlab.train.evaluate import evaluate
 from cnnlab.train.history import History, epoch_line, evaluation_line
@@ -37,12 +37,18 @@ class Trainer:
     def __init__(self, model, train, *, loss, optimizer, epochs, batch_size=128, val=None,
                  val_split=0.0, test=None, schedule=None, callbacks=(), seed=0, transform=None,
                  clip_norm=None, out=None, checkpoint_every=0, progress=None, verbose=True,
-                 distributed=None):
+                 distributed=None, sync_batchnorm=False):
         self.model, self.loss, self.optimizer = model, loss, optimizer
         self.val_split = check_fraction(val_split)
         train, val = hold_out(train, val, self.val_split, seed)
+        self.comm, self.synced = world(distributed), False
+        if self.comm is not None:  # before any collective: processes that disagree stop here
+            self.comm.agree(parallel.facts(train, model, batch_size=batch_size, seed=seed,
+                                           val_split=self.val_split, epochs=epochs,
+                                           sync_batchnorm=bool(sync_batchnorm)))
         # the training part first: a model without preprocessing measures it there
-        self.train = as_loader(train, model, batch_size, shuffle=True, seed=seed, transform=transform)
+        self.train = as_loader(train, model, batch_size, shuffle=True, seed=seed, transform=transform,
+                               comm=self.comm)
         self.val = None if val is None else as_loader(val, model, 512, shuffle=False, seed=seed)
         self.test = None if test is None else as_loader(test, model, 512, shuffle=False, seed=seed)
         self.epochs, self.schedule, self.callbacks = epochs, schedule, list(callbacks)
@@ -62,26 +68,10 @@ class Trainer:
         if checkpoint_every and self.out is None:
             raise ValueError(f"fit: checkpoint_every={checkpoint_every} needs a run folder (out=...) "
                              "to write the checkpoints to")
-        self.comm = world(distributed)
         if self.comm is not None:
-            self._join(self.comm)
+            parallel.join(self, self.comm, bool(sync_batchnorm))
         if self.out is not None:
             self.out.mkdir(parents=True, exist_ok=True)
-
-    def _join(self, comm) -> None:
-        """Data-parallel (cnnlab.distributed): this process's share of every batch, rank 0's
-        weights, and only rank 0 writes files and prints."""
-        y = self.train.y
-        comm.agree({"cnnlab": __version__, "training images": len(y),
-                    "labels": hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()[:16],
-                    "batch size": self.train.batch_size, "seed": self.train.seed,
-                    "val_split": self.val_split, "parameters": self.model.count_params(),
-                    "dtype": str(self.model.dtype), "epochs": self.epochs})
-        self.train.share, self.train.rank = comm.share, comm.rank
-        comm.broadcast([*(p.data for p in self.model.parameters().values()),
-                        *self.model.buffers().values()])
-        if comm.rank != 0:
-            self.out, self.verbose, self.progress = None, False, False
 
     # ----------------------------------------------------------- checkpoints
     @property
@@ -202,7 +192,7 @@ class Trainer:
                 self.model.backward(self.loss.backward(), input_grad=False)
                 counts = value * len(yb), int((scores.argmax(axis=1) == yb).sum()), len(yb)
             else:
-                counts = self._share_step(xb, yb)
+                counts = parallel.share_step(self, xb, yb)
         if self.clip_norm:
             clip_grad_norm(self.model, self.clip_norm)
         bad = [name for name, p in self.model.parameters().items()
@@ -221,33 +211,12 @@ class Trainer:
         self.partial["correct"] += counts[1]
         self.partial["seen"] += counts[2]
 
-    def _share_step(self, xb: np.ndarray, yb: np.ndarray) -> tuple[float, int, int]:
-        """Forward and backward on this process's share of the batch, then the gradients summed
-        over the processes weighted by their shares (the global batch mean) and the running
-        statistics averaged: (the batch's loss sum, correct, samples), the same on every rank."""
-        local, value, correct = len(yb), 0.0, 0
-        if local:
-            scores = self.model.forward(xb, training=True)
-            value = self.loss.forward(scores, yb)
-            self.model.backward(self.loss.backward(), input_grad=False)
-            correct = int((scores.argmax(axis=1) == yb).sum())
-        else:  # a last batch smaller than the number of processes: nothing to add here
-            for p in self.model.parameters().values():
-                p.grad = np.zeros_like(p.data) if p.trainable else None
-        total, loss_sum, correct, bad = self.comm.sum(
-            [local, value * local, correct, not math.isfinite(value)])
-        if bad:
-            self._fail(f"the loss is not finite on {int(bad)} of {self.comm.size} processes",
-                       xb if local else None)
-        self.comm.average_gradients(self.model, local / total)
-        self.comm.average_buffers(self.model)
-        return loss_sum, int(correct), int(total)
-
     def _fail(self, what: str, xb: np.ndarray | None, scores: np.ndarray | None = None, *,
               place: str | None = None, training: bool = True) -> None:
         """The FloatingPointError of a diverged run (see fit): the epoch, the step or pass
         (`place`), `what` went wrong and, for the batch `xb`, the first layer whose output is not
         finite (in training mode, or inference mode for the validation pass)."""
+        parallel.unsync(self.model)  # the diagnosis runs on this process's batch alone
         layer = None if xb is None else first_nonfinite_layer(self.model, xb, training=training)
         where = f"; first non-finite output: {layer}" if layer else ""
         if not layer and scores is not None:
@@ -321,7 +290,7 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
         val_split: float = 0.0, test=None, schedule=None, callbacks=(), seed: int = 0,
         transform=None, clip_norm: float | None = None, out=None, resume=None,
         checkpoint_every: int = 0, progress: bool | None = None, verbose: bool = True,
-        distributed=None) -> History:
+        distributed=None, sync_batchnorm: bool = False) -> History:
     """Trains `model` for `epochs` epochs and returns the History.
 
     Train, validation, test: choices (early stopping, best.safetensors) are made on the
@@ -346,7 +315,12 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
         distributed: True (or a cnnlab.distributed.Comm) in a script started by mpiexec -n K:
             data-parallel over the K processes, `batch_size` the global batch; the same weights
             as one process up to rounding for a network without BatchNorm or Dropout; only rank
-            0 writes `out` and prints (see cnnlab.distributed).
+            0 writes `out` and prints (see cnnlab.distributed). Each process uses one thread
+            unless CNNLAB_NUM_THREADS or OPENBLAS_NUM_THREADS says otherwise.
+        sync_batchnorm: with distributed, BatchNorm's batch statistics over all the processes'
+            samples (as PyTorch's SyncBatchNorm): K processes compute one process's batch
+            statistics, gradients and running statistics (every batch needs ≥ K samples).
+            False (the default): each process's own share (as PyTorch DDP).
     Diverged, one rule: a non-finite training loss, gradient or update (at a step), a
     non-finite validation loss (the validation pass, run in inference mode with overflow
     caught), or an epoch's mean training loss above 10·ln C for a model with C ≥ 2 outputs
@@ -362,7 +336,7 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
                       schedule=schedule, callbacks=callbacks,
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
                       checkpoint_every=checkpoint_every, progress=progress, verbose=verbose,
-                      distributed=distributed)
+                      distributed=distributed, sync_batchnorm=sync_batchnorm)
     if resume is not None:
         trainer.resume(resume)
     return trainer.run()
