@@ -104,14 +104,18 @@ Without --data: the data recorded in the run's config.toml.
 
 DEMO_EXAMPLES = """\
 examples:
-  cnnlab demo conv --out demo                   # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
+  cnnlab demo conv                              # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
+  cnnlab demo conv --out demo                   # the same, and demo/demo.html and demo/demo.gif
   cnnlab demo conv --input 7x7x1 --filters 1 --size 3 --stride 2 --pad 0 --out demo7
-  cnnlab demo conv --seed 3 --out demo-random   # the lecture's shapes, random numbers
+  cnnlab demo conv --seed 3                     # the lecture's shapes, random numbers
 
-Writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys: space, ← →)
-and DIR/demo.gif, walking through every output position with its dot product. The lecture's
-configuration uses its numbers; others (or --seed) use small random integers. The outputs are
-computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture writes it.
+Prints the numbers as the lecture's slide shows them: the input volume (padded), each filter
+W0, W1, ... with its bias, and the output volume, one depth slice x[:, :, d] a grid. With --out,
+also writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys:
+space, ← →) and DIR/demo.gif, walking through every output position with its dot product.
+The lecture's configuration uses its numbers; others (or --seed) use small random integers.
+The outputs are computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture
+writes it.
 """
 
 
@@ -243,12 +247,12 @@ def _report(sub, common) -> None:
 
 
 def _demo(sub, common) -> None:
-    p = _command(sub, common, "demo", cmd_demo, "the lecture's animated demos as HTML pages and GIFs",
-                 DEMO_EXAMPLES)
+    p = _command(sub, common, "demo", cmd_demo,
+                 "the lecture's demos: numbers in the terminal, HTML pages and GIFs", DEMO_EXAMPLES)
     demos = p.add_subparsers(dest="demo", metavar="DEMO", required=True)
     q = demos.add_parser("conv", help="the convolution demo", description="the convolution demo: "
-                         "every output position with its dot product", epilog=DEMO_EXAMPLES,
-                         formatter_class=RAW, parents=[common])
+                         "the volumes' numbers, and every output position with its dot product",
+                         epilog=DEMO_EXAMPLES, formatter_class=RAW, parents=[common])
     q.add_argument("--input", type=shape_hwd, default=(5, 5, 3), metavar="HxWxD",
                    help="input volume H×W×D: depth last as the lecture writes it (default 5x5x3)")
     q.add_argument("--filters", type=positive_int, default=2, metavar="K", help="default 2")
@@ -257,7 +261,8 @@ def _demo(sub, common) -> None:
     q.add_argument("--pad", type=natural, default=1, metavar="P", help="zero padding (default 1)")
     q.add_argument("--seed", type=natural, metavar="N",
                    help="random numbers from this seed (default: the lecture's for its shapes)")
-    q.add_argument("--out", required=True, metavar="DIR", help="folder for demo.html and demo.gif")
+    q.add_argument("--out", metavar="DIR",
+                   help="also write DIR/demo.html and DIR/demo.gif (default: only print the numbers)")
     p.set_defaults(parser=p)
 
 
