@@ -8,6 +8,7 @@ import argparse
 
 import cnnlab as cl
 from cnnlab.cli.common import (
+    augment_spec,
     fraction,
     natural,
     non_negative,
@@ -19,7 +20,7 @@ from cnnlab.cli.common import (
 )
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.pictures import cmd_demo, cmd_report
-from cnnlab.cli.train import AUGMENT, LR, RECIPE, SCHEDULES, cmd_train
+from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -29,6 +30,7 @@ examples:
   cnnlab train                                  # fmnist-cnn on Fashion-MNIST, the default recipe
   cnnlab train --model lenet5 --epochs 10 --optimizer adam --lr 1e-3
   cnnlab train --data cifar10 --model fmnist-cnn --augment flip-crop --out runs/cifar
+  cnnlab train --augment flip,crop=2,rotate=15,brightness=0.2
   cnnlab train --data photos/ --input 3x64x64   # photos/<class>/*.jpg, or photos/train/ and test/
   cnnlab train -c recipe.toml --epochs 20       # flags override the file
   cnnlab train --resume runs/cifar --epochs 30  # continue a run (--epochs is the total)
@@ -47,6 +49,18 @@ instead): the val_ columns, early stopping and best.safetensors come from it. Th
 evaluated once, after training. The run directory gets metrics.csv, last.ckpt.safetensors,
 best.safetensors, model.safetensors and config.toml (its options, usable with -c). A config file
 holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
+
+--augment SPEC: terms separated by commas, applied to each training batch in that order, each
+with an optional value (its default in brackets); random per image, from --seed:
+  flip[=P]            mirror left-right with probability P (0.5)
+  crop[=PAD]          shift by up to ±PAD pixels, zero padded (2)
+  erase[=P]           blank a random rectangle with probability P (0.5)
+  rotate[=DEG]        rotate by up to ±DEG degrees, bilinear, border pixels repeated (15)
+  resized-crop[=MIN]  a random part of MIN-100% of the area, aspect 3/4-4/3, stretched back (0.08)
+  brightness[=B]      pixels times a factor in [1-B, 1+B], clipped to black-white (0.2)
+  contrast[=C]        pixels pulled towards or pushed from the image's mean grey by [1-C, 1+C] (0.2)
+Presets: none, flip-crop (= flip,crop=2), flip-crop-erase (= flip,crop=2,erase). The run's
+config.toml records the spec with every value written out, e.g. augment = "flip=0.5,rotate=15".
 """
 
 EVALUATE_EXAMPLES = """\
@@ -169,7 +183,9 @@ def _train(sub, common) -> None:
     option("--momentum", type=fraction, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
     option("--weight-decay", type=non_negative, metavar="WD", help="default 5e-4 (sgd), 1e-2 (adamw)")
     option("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
-    option("--augment", choices=AUGMENT, help="default none")
+    option("--augment", type=augment_spec, metavar="SPEC",
+           help="augmentation: none (default), flip-crop, flip-crop-erase, or terms such as "
+                "flip,crop=2,rotate=15 (see below)")
     option("--seed", type=natural, metavar="N", help="weights, sample order, augmentation (default 0)")
     option("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     option("--resume", metavar="CKPT|DIR", help="a checkpoint, or a run directory (its last one)")
