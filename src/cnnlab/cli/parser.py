@@ -19,6 +19,7 @@ from cnnlab.cli.common import (
     shape_hwd,
 )
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
+from cnnlab.cli.lr_find import cmd_lr_find
 from cnnlab.cli.pictures import cmd_demo, cmd_report
 from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
@@ -133,6 +134,22 @@ writes it.
 """
 
 
+LR_FIND_EXAMPLES = """\
+examples:
+  cnnlab lr-find                                # fmnist-cnn on Fashion-MNIST, SGD: lr-find.png
+  cnnlab lr-find --model lenet5 --optimizer adam --out lenet-lr.png
+  cnnlab lr-find --data photos/ --input 3x64x64 --limit 2000
+
+The learning-rate range test (Smith 2017): one mini-batch per step, the learning rate growing
+geometrically from --start to --end over --steps steps, until the loss passes 4 times its
+lowest value. The model's weights are the zoo model's from --seed; the optimizer's other
+settings are cnnlab train's defaults (or --momentum, --weight-decay). Prints the suggested
+rate and the rule that chose it: the learning rate at the minimum of the smoothed loss
+(exponential moving average, β = 0.98, bias-corrected), divided by 10. The plot (PNG) shows
+the loss, its smoothed curve, the minimum and the suggestion on a log scale.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; parse_args gives args.run (the command's function) and
     args.parser (its parser, for its name in usage errors)."""
@@ -150,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo):
+    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _lr_find):
         add(sub, common)
     return parser
 
@@ -284,3 +301,29 @@ def _demo(sub, common) -> None:
 
 def _zoo(sub, common) -> None:
     _command(sub, common, "zoo", cmd_zoo, "the ready-made models", "example:\n  cnnlab zoo\n")
+
+
+def _lr_find(sub, common) -> None:
+    p = _command(sub, common, "lr-find", cmd_lr_find,
+                 "the learning-rate range test: a plot and a suggested rate", LR_FIND_EXAMPLES)
+    p.add_argument("--model", choices=cl.zoo.names(), default=RECIPE["model"], metavar="NAME",
+                   help=f"zoo model (default {RECIPE['model']})")
+    p.add_argument("--data", metavar="NAME|PATH", help="dataset name or folder (default: Fashion-MNIST)")
+    p.add_argument("--input", type=shape_chw, metavar="CxHxW",
+                   help="model input for image folders, C×H×W: channels first, e.g. 3x64x64")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=RECIPE["batch-size"], metavar="N",
+                   help=f"default {RECIPE['batch-size']}")
+    p.add_argument("--optimizer", choices=list(LR), default=RECIPE["optimizer"],
+                   help=f"default {RECIPE['optimizer']}")
+    p.add_argument("--momentum", type=fraction, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
+    p.add_argument("--weight-decay", type=non_negative, metavar="WD",
+                   help="default 5e-4 (sgd), 1e-2 (adamw)")
+    p.add_argument("--start", type=positive, default=1e-7, metavar="LR", help="first rate (default 1e-7)")
+    p.add_argument("--end", type=positive, default=10.0, metavar="LR", help="last rate (default 10)")
+    p.add_argument("--steps", type=positive_int, default=100, metavar="N",
+                   help="at most N steps (default 100)")
+    p.add_argument("--seed", type=natural, default=RECIPE["seed"], metavar="N",
+                   help="weights and sample order (default 0)")
+    p.add_argument("--out", default="lr-find.png", metavar="PNG",
+                   help="where the plot goes (default lr-find.png; replaced if it exists)")
