@@ -26,6 +26,7 @@ ALLOWED: dict[str, set[str]] = {
     "io": {"core", "files", "layers", "data"},
     "zoo": {"core", "layers"},
     "distributed": {"core"},
+    "testing": {"core"},
     "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io",
               "distributed"},
     "viz": {"core", "files", "runtime", "data", "layers", "losses", "metrics", "io", "train"},
@@ -33,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
             "schedules", "metrics", "io", "zoo", "train", "viz", "distributed"},
     "__main__": {"cli"},
     "cnnlab": {"core", "runtime", "data", "layers", "losses", "optim", "io", "zoo", "train", "viz",
-               "distributed"},
+               "distributed", "testing"},
 }
 
 

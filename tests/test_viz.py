@@ -221,7 +221,8 @@ def test_the_largest_accepted_demo_writes_every_frame_in_little_memory(tmp_path)
     peak, done = peak_mib("demo", "conv", "--input", shape, "--filters", filters, "--size", size,
                           "--stride", stride, "--pad", pad, "--out", tmp_path)
     assert peak < PEAK_LIMIT_MIB, f"peak {peak:.0f} MiB"
-    assert done.stdout.split()[:2] == [str(tmp_path / "demo.html"), str(tmp_path / "demo.gif")]
+    # the numbers, then the two paths, then PEAK's own line
+    assert done.stdout.splitlines()[-3:-1] == [str(tmp_path / "demo.html"), str(tmp_path / "demo.gif")]
     with Image.open(tmp_path / "demo.gif") as image:  # one frame per output value, none capped
         assert image.n_frames == len(demo.steps) == 4 * 16 * 16
         assert image.info["duration"] == 900 and image.info["loop"] == 0
@@ -301,15 +302,51 @@ def test_train_writes_the_report_and_cnnlab_report_rewrites_it(tmp_path, capsys,
 def test_cnnlab_demo_conv(tmp_path, capsys):
     status, out, err = cnnlab(capsys, "demo", "conv", "--out", tmp_path / "lecture")
     assert status == 0, err
-    assert out.split() == [str(tmp_path / "lecture" / "demo.html"), str(tmp_path / "lecture" / "demo.gif")]
+    assert out.splitlines()[-2:] == [str(tmp_path / "lecture" / "demo.html"),
+                                     str(tmp_path / "lecture" / "demo.gif")]
+    assert out.startswith("Input Volume (+pad 1) (7×7×3)\n")
     assert demo_data((tmp_path / "lecture" / "demo.html").read_text(encoding="utf-8"))["output"] == [O0, O1]
     status, out, err = cnnlab(capsys, "demo", "conv", "--input", "7x7x1", "--stride", "3", "--pad", "0",
                               "--out", tmp_path / "x")
     assert status == 1 and "2.33 is not a whole number" in err and not (tmp_path / "x").exists()
-    assert cnnlab(capsys, "demo", "conv")[0] == 2  # --out is required
+    assert out == ""
     status, out, _ = cnnlab(capsys, "demo", "conv", "--help")
     assert status == 0 and "examples:" in out and "--stride S" in out
     assert "examples:" in cnnlab(capsys, "report", "--help")[1]
+
+
+def test_cnnlab_demo_conv_prints_the_slides_numbers(tmp_path, capsys, monkeypatch):
+    """Without --out: the numbers only, as the lecture's slide lays them out, no file written."""
+    monkeypatch.chdir(tmp_path)
+    status, out, err = cnnlab(capsys, "demo", "conv")
+    assert status == 0 and list(tmp_path.iterdir()) == []
+    assert "Input 5×5×3, K = 2 filters of 3×3×3" in err
+    sections = out.split("\n\n")
+    assert [s.splitlines()[0] for s in sections[:4]] == [
+        "Input Volume (+pad 1) (7×7×3)", "Filter W0 (3×3×3), Bias b0 (1×1×1)",
+        "Filter W1 (3×3×3), Bias b1 (1×1×1)", "Output Volume (3×3×2)"]
+    assert sections[0].splitlines()[1].split() == ["x[:,", ":,", "0]", "x[:,", ":,", "1]", "x[:,",
+                                                   ":,", "2]"]
+    # the padded input, row by row, the three slices side by side (the slide's x[:, :, d])
+    x_pad = np.pad(X, ((0, 0), (1, 1), (1, 1)))
+    rows = [[int(v.replace("−", "-")) for v in line.split()] for line in sections[0].splitlines()[2:]]
+    np.testing.assert_array_equal(np.array(rows).reshape(7, 3, 7).transpose(1, 0, 2), x_pad)
+    w0 = [line.split() for line in sections[1].splitlines()[2:]]
+    assert w0[0] == ["−1", "0", "−1", "0", "−1", "1", "0", "0", "0", "1"]  # w0[0, :, d] …, b0 = 1
+    assert [line.split() for line in sections[2].splitlines()[2:]][0][-1] == "0"  # b1 = 0
+    out_rows = [[int(v.replace("−", "-")) for v in line.split()] for line in sections[3].splitlines()[2:]]
+    np.testing.assert_array_equal(np.array(out_rows).reshape(3, 2, 3).transpose(1, 0, 2), [O0, O1])
+    assert sections[4] == "H2 = (H − F + 2P)/S + 1 = (5 − 3 + 2·1)/2 + 1 = 3;  W2 = (5 − 3 + 2·1)/2 + 1 = 3\n"
+
+
+def test_the_terminal_text_wraps_wide_volumes_and_keeps_every_number():
+    shown = cl.viz.conv_demo("14x14x4", 4, 3, 1, 1, seed=0)
+    text = shown.to_text()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert text.count("x[:, :, ") == 4 and text.count("Filter W") == 4 and text.count("o[:, :, ") == 4
+    grids = text.split("Output Volume")[1].splitlines()[1:-2]  # labels, rows; wrapped 2 a row
+    numbers = [v for line in grids if not line.startswith("o[") for v in line.split()]
+    assert sorted(int(v.replace("−", "-")) for v in numbers) == sorted(shown.output.astype(int).ravel())
 
 
 def test_import_cnnlab_does_not_import_matplotlib():

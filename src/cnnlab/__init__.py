@@ -7,10 +7,11 @@
 
 The public names (docs/design.md) and nothing else. The parts, bottom to top, each importing only
 those below it: core, files, runtime; shapes, init, kernels; layers, losses; optim, schedules,
-metrics; data; io, zoo; train; viz; cli. `cl.viz` loads on first use (matplotlib).
+metrics; data; io, zoo; train; viz; cli; and `testing` (gradient checks), on core alone.
+`cl.viz` loads on first use (matplotlib).
 """
 
-from cnnlab import data, distributed, optim, runtime, zoo
+from cnnlab import data, distributed, optim, runtime, testing, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError, __version__
 from cnnlab.io import load, save
 from cnnlab.layers import (
@@ -67,7 +68,7 @@ __all__ = [
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
+    "predict", "runtime", "save", "testing", "viz", "zoo", "distributed", "__version__",
 ]
 
 

@@ -1,8 +1,9 @@
 """What every command shares: the two error kinds and their exit statuses, `say` (stderr), the
 one-line form of an error, and the types that check flag values.
 
-Imports nothing from cnnlab but files (the words for a full disk) and data.sources' readable
-(names that are not UTF-8): the other cli modules build on it.
+Imports nothing from cnnlab but files (the words for a full disk), data.sources' readable
+(names that are not UTF-8) and data.augment (--augment's syntax): the other cli modules build
+on it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import sys
 import unicodedata
 
+from cnnlab.data import augment
 from cnnlab.data.sources import readable
 from cnnlab.files import REASONS
 
@@ -133,3 +135,15 @@ shape_chw = _volume("C×H×W", channels_first=True)
 shape_hwd = _volume("H×W×D", channels_first=False)
 padding = _typed(lambda t: t if t in ("same", "valid") else int(t), "an integer ≥ 0, same or valid",
                  lambda v: isinstance(v, str) or v >= 0)
+
+
+def augment_spec(text: str) -> str:
+    """--augment: a preset or comma-separated terms (cnnlab.data.augment), checked and written
+    with every value explicit, as the run records it."""
+    try:
+        return augment.canonical(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+augment_spec.__name__ = "augmentation"

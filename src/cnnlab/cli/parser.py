@@ -8,6 +8,7 @@ import argparse
 
 import cnnlab as cl
 from cnnlab.cli.common import (
+    augment_spec,
     fraction,
     natural,
     non_negative,
@@ -18,8 +19,9 @@ from cnnlab.cli.common import (
     shape_hwd,
 )
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
+from cnnlab.cli.lr_find import cmd_lr_find
 from cnnlab.cli.pictures import cmd_demo, cmd_report
-from cnnlab.cli.train import AUGMENT, LR, RECIPE, SCHEDULES, cmd_train
+from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -29,6 +31,7 @@ examples:
   cnnlab train                                  # fmnist-cnn on Fashion-MNIST, the default recipe
   cnnlab train --model lenet5 --epochs 10 --optimizer adam --lr 1e-3
   cnnlab train --data cifar10 --model fmnist-cnn --augment flip-crop --out runs/cifar
+  cnnlab train --augment flip,crop=2,rotate=15,brightness=0.2
   cnnlab train --data photos/ --input 3x64x64   # photos/<class>/*.jpg, or photos/train/ and test/
   cnnlab train -c recipe.toml --epochs 20       # flags override the file
   cnnlab train --resume runs/cifar --epochs 30  # continue a run (--epochs is the total)
@@ -47,6 +50,18 @@ instead): the val_ columns, early stopping and best.safetensors come from it. Th
 evaluated once, after training. The run directory gets metrics.csv, last.ckpt.safetensors,
 best.safetensors, model.safetensors and config.toml (its options, usable with -c). A config file
 holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
+
+--augment SPEC: terms separated by commas, applied to each training batch in that order, each
+with an optional value (its default in brackets); random per image, from --seed:
+  flip[=P]            mirror left-right with probability P (0.5)
+  crop[=PAD]          shift by up to ±PAD pixels, zero padded (2)
+  erase[=P]           blank a random rectangle with probability P (0.5)
+  rotate[=DEG]        rotate by up to ±DEG degrees, bilinear, border pixels repeated (15)
+  resized-crop[=MIN]  a random part of MIN-100% of the area, aspect 3/4-4/3, stretched back (0.08)
+  brightness[=B]      pixels times a factor in [1-B, 1+B], clipped to black-white (0.2)
+  contrast[=C]        pixels pulled towards or pushed from the image's mean grey by [1-C, 1+C] (0.2)
+Presets: none, flip-crop (= flip,crop=2), flip-crop-erase (= flip,crop=2,erase). The run's
+config.toml records the spec with every value written out, e.g. augment = "flip=0.5,rotate=15".
 """
 
 EVALUATE_EXAMPLES = """\
@@ -104,14 +119,34 @@ Without --data: the data recorded in the run's config.toml.
 
 DEMO_EXAMPLES = """\
 examples:
-  cnnlab demo conv --out demo                   # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
+  cnnlab demo conv                              # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
+  cnnlab demo conv --out demo                   # the same, and demo/demo.html and demo/demo.gif
   cnnlab demo conv --input 7x7x1 --filters 1 --size 3 --stride 2 --pad 0 --out demo7
-  cnnlab demo conv --seed 3 --out demo-random   # the lecture's shapes, random numbers
+  cnnlab demo conv --seed 3                     # the lecture's shapes, random numbers
 
-Writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys: space, ← →)
-and DIR/demo.gif, walking through every output position with its dot product. The lecture's
-configuration uses its numbers; others (or --seed) use small random integers. The outputs are
-computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture writes it.
+Prints the numbers as the lecture's slide shows them: the input volume (padded), each filter
+W0, W1, ... with its bias, and the output volume, one depth slice x[:, :, d] a grid. With --out,
+also writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys:
+space, ← →) and DIR/demo.gif, walking through every output position with its dot product.
+The lecture's configuration uses its numbers; others (or --seed) use small random integers.
+The outputs are computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture
+writes it.
+"""
+
+
+LR_FIND_EXAMPLES = """\
+examples:
+  cnnlab lr-find                                # fmnist-cnn on Fashion-MNIST, SGD: lr-find.png
+  cnnlab lr-find --model lenet5 --optimizer adam --out lenet-lr.png
+  cnnlab lr-find --data photos/ --input 3x64x64 --limit 2000
+
+The learning-rate range test (Smith 2017): one mini-batch per step, the learning rate growing
+geometrically from --start to --end over --steps steps, until the loss passes 4 times its
+lowest value. The model's weights are the zoo model's from --seed; the optimizer's other
+settings are cnnlab train's defaults (or --momentum, --weight-decay). Prints the suggested
+rate and the rule that chose it: the learning rate at the minimum of the smoothed loss
+(exponential moving average, β = 0.98, bias-corrected), divided by 10. The plot (PNG) shows
+the loss, its smoothed curve, the minimum and the suggestion on a log scale.
 """
 
 
@@ -132,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo):
+    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _lr_find):
         add(sub, common)
     return parser
 
@@ -165,7 +200,9 @@ def _train(sub, common) -> None:
     option("--momentum", type=fraction, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
     option("--weight-decay", type=non_negative, metavar="WD", help="default 5e-4 (sgd), 1e-2 (adamw)")
     option("--schedule", choices=SCHEDULES, help="learning-rate schedule (default cosine)")
-    option("--augment", choices=AUGMENT, help="default none")
+    option("--augment", type=augment_spec, metavar="SPEC",
+           help="augmentation: none (default), flip-crop, flip-crop-erase, or terms such as "
+                "flip,crop=2,rotate=15 (see below)")
     option("--seed", type=natural, metavar="N", help="weights, sample order, augmentation (default 0)")
     option("--out", metavar="DIR", help="run directory (default runs/<model>-<timestamp>)")
     option("--resume", metavar="CKPT|DIR", help="a checkpoint, or a run directory (its last one)")
@@ -246,12 +283,12 @@ def _report(sub, common) -> None:
 
 
 def _demo(sub, common) -> None:
-    p = _command(sub, common, "demo", cmd_demo, "the lecture's animated demos as HTML pages and GIFs",
-                 DEMO_EXAMPLES)
+    p = _command(sub, common, "demo", cmd_demo,
+                 "the lecture's demos: numbers in the terminal, HTML pages and GIFs", DEMO_EXAMPLES)
     demos = p.add_subparsers(dest="demo", metavar="DEMO", required=True)
     q = demos.add_parser("conv", help="the convolution demo", description="the convolution demo: "
-                         "every output position with its dot product", epilog=DEMO_EXAMPLES,
-                         formatter_class=RAW, parents=[common])
+                         "the volumes' numbers, and every output position with its dot product",
+                         epilog=DEMO_EXAMPLES, formatter_class=RAW, parents=[common])
     q.add_argument("--input", type=shape_hwd, default=(5, 5, 3), metavar="HxWxD",
                    help="input volume H×W×D: depth last as the lecture writes it (default 5x5x3)")
     q.add_argument("--filters", type=positive_int, default=2, metavar="K", help="default 2")
@@ -260,9 +297,36 @@ def _demo(sub, common) -> None:
     q.add_argument("--pad", type=natural, default=1, metavar="P", help="zero padding (default 1)")
     q.add_argument("--seed", type=natural, metavar="N",
                    help="random numbers from this seed (default: the lecture's for its shapes)")
-    q.add_argument("--out", required=True, metavar="DIR", help="folder for demo.html and demo.gif")
+    q.add_argument("--out", metavar="DIR",
+                   help="also write DIR/demo.html and DIR/demo.gif (default: only print the numbers)")
     p.set_defaults(parser=p)
 
 
 def _zoo(sub, common) -> None:
     _command(sub, common, "zoo", cmd_zoo, "the ready-made models", "example:\n  cnnlab zoo\n")
+
+
+def _lr_find(sub, common) -> None:
+    p = _command(sub, common, "lr-find", cmd_lr_find,
+                 "the learning-rate range test: a plot and a suggested rate", LR_FIND_EXAMPLES)
+    p.add_argument("--model", choices=cl.zoo.names(), default=RECIPE["model"], metavar="NAME",
+                   help=f"zoo model (default {RECIPE['model']})")
+    p.add_argument("--data", metavar="NAME|PATH", help="dataset name or folder (default: Fashion-MNIST)")
+    p.add_argument("--input", type=shape_chw, metavar="CxHxW",
+                   help="model input for image folders, C×H×W: channels first, e.g. 3x64x64")
+    p.add_argument("--limit", type=positive_int, metavar="N", help="use only the first N training images")
+    p.add_argument("-b", "--batch-size", type=positive_int, default=RECIPE["batch-size"], metavar="N",
+                   help=f"default {RECIPE['batch-size']}")
+    p.add_argument("--optimizer", choices=list(LR), default=RECIPE["optimizer"],
+                   help=f"default {RECIPE['optimizer']}")
+    p.add_argument("--momentum", type=fraction, metavar="M", help="sgd/rmsprop (default 0.9 for sgd)")
+    p.add_argument("--weight-decay", type=non_negative, metavar="WD",
+                   help="default 5e-4 (sgd), 1e-2 (adamw)")
+    p.add_argument("--start", type=positive, default=1e-7, metavar="LR", help="first rate (default 1e-7)")
+    p.add_argument("--end", type=positive, default=10.0, metavar="LR", help="last rate (default 10)")
+    p.add_argument("--steps", type=positive_int, default=100, metavar="N",
+                   help="at most N steps (default 100)")
+    p.add_argument("--seed", type=natural, default=RECIPE["seed"], metavar="N",
+                   help="weights and sample order (default 0)")
+    p.add_argument("--out", default="lr-find.png", metavar="PNG",
+                   help="where the plot goes (default lr-find.png; replaced if it exists)")

@@ -1,5 +1,6 @@
 """Commands that draw: `cnnlab report` (a run's HTML report) and `cnnlab demo` (the lecture's
-convolution demo as an HTML page and a GIF). cl.viz loads matplotlib only when first used.
+convolution demo: its numbers in the terminal, an HTML page and a GIF). cl.viz loads matplotlib
+only when first used.
 """
 
 from __future__ import annotations
@@ -31,10 +32,14 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """cnnlab demo conv [--input HxWxD --filters K --size F --stride S --pad P --seed N] --out DIR."""
+    """cnnlab demo conv [--input HxWxD --filters K --size F --stride S --pad P --seed N] [--out DIR]:
+    prints the volumes' numbers (input, filters, biases, output) as the lecture's slide shows
+    them; with --out, also writes DIR/demo.html and DIR/demo.gif and prints their paths."""
     shown = cl.viz.conv_demo(args.input, args.filters, args.size, args.stride, args.pad,
                              seed=args.seed)
     say(shown.title())
-    for path in shown.save(args.out, progress=False if args.quiet else None)[::-1]:
-        print(path)
+    print(shown.to_text())
+    if args.out is not None:
+        for path in shown.save(args.out, progress=False if args.quiet else None)[::-1]:
+            print(path)
     return 0

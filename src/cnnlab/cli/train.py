@@ -12,7 +12,7 @@ import cnnlab as cl
 from cnnlab.cli.common import Failure, UsageError, one_line, printable, say
 from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir, write_config
 from cnnlab.core import volume
-from cnnlab.data import transforms
+from cnnlab.data import augment
 from cnnlab.data.datasets import DATASETS
 from cnnlab.data.folder import take
 from cnnlab.data.sources import Source, default_data
@@ -24,7 +24,7 @@ RECIPE = {"model": "fmnist-cnn", "epochs": 5, "batch-size": 128, "optimizer": "s
 LR = {"sgd": 0.05, "adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "adagrad": 0.01}
 WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 1e-2}
 WITH_MOMENTUM = ("sgd", "rmsprop")
-AUGMENT = ("none", "flip-crop", "flip-crop-erase")
+AUGMENT = tuple(augment.PRESETS)  # the presets; --augment also takes terms (cnnlab.data.augment)
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
@@ -129,14 +129,9 @@ def make_schedule(kind: str, lr: float, epochs: int, steps_per_epoch: int):
     return cl.optim.ConstantLR(lr)
 
 
-def make_augment(kind: str):
-    """The augmentation named `kind` (one of AUGMENT); None for "none"."""
-    if kind == "none":
-        return None
-    parts = [transforms.RandomFlip(), transforms.RandomCrop(2)]
-    if kind == "flip-crop-erase":
-        parts.append(transforms.RandomErasing())
-    return transforms.Compose(parts)
+def make_augment(spec: str):
+    """The augmentation `spec` names (a preset or terms, cnnlab.data.augment); None for "none"."""
+    return augment.augmentation(spec)
 
 
 def _resumed(checkpoint: Path):

@@ -108,7 +108,8 @@ class Loader:
         x: (N, C, H, W) images (uint8 or float, or a FolderImages), y: (N,) integer labels.
         batch_size: samples per batch.  shuffle: a new order each epoch, from (seed, epoch).
         preprocess: applied to each batch (e.g. a `Preprocess`), before `transform`.
-        transform: augmentation `transform(batch, rng) -> batch`, training only.
+        transform: augmentation `transform(batch, rng) -> batch`, training only; one with a
+            `with_preprocess` method (ColorJitter, Compose) is given a Preprocess `preprocess`.
     """
 
     def __init__(
@@ -130,6 +131,8 @@ class Loader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        if isinstance(preprocess, Preprocess) and hasattr(transform, "with_preprocess"):
+            transform = transform.with_preprocess(preprocess)  # ColorJitter works on pixels
         self.preprocess, self.transform = preprocess, transform
         #: data-parallel training (cnnlab.distributed): this process's share of each batch, a
         #: function of the batch's size giving a slice of its indices, and this process's rank

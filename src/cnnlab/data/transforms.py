@@ -1,12 +1,23 @@
 """Data augmentation on float batches (N, C, H, W), vectorised over the batch.
 
 Each transform is `transform(x, rng) -> new batch` with an explicit Generator, never
-modifies its input, and has a `config()` so a run can record what it used.
+modifies its input, and has a `config()` so a run can record what it used. Each draws its
+random numbers a vector of N at a time (one per image), so an image's augmentation depends on
+the seed, the epoch, the batch and its place in it (cnnlab.data.loader), never on the run's
+history. RandomRotation and RandomResizedCrop live in cnnlab.data.warp; ColorJitter, which
+works on pixels, is told the preprocessing by the Loader (`with_preprocess`).
 """
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+from cnnlab.data.warp import RandomResizedCrop, RandomRotation
+
+__all__ = ["ColorJitter", "Compose", "RandomCrop", "RandomErasing", "RandomFlip", "RandomResizedCrop",
+           "RandomRotation"]
 
 
 class Compose:
@@ -22,6 +33,11 @@ class Compose:
 
     def config(self) -> dict:
         return {"Compose": [t.config() for t in self.transforms]}
+
+    def with_preprocess(self, preprocess) -> Compose:
+        """The same transforms, those that work on pixels told the preprocessing."""
+        return Compose(t.with_preprocess(preprocess) if hasattr(t, "with_preprocess") else t
+                       for t in self.transforms)
 
 
 class RandomCrop:
@@ -95,3 +111,51 @@ class RandomErasing:
     def config(self) -> dict:
         return {"RandomErasing": {"p": self.p, "scale": list(self.scale),
                                   "ratio": list(self.ratio), "value": self.value}}
+
+
+class ColorJitter:
+    """Random brightness and contrast, one factor of each per image, on pixels u ∈ [0, 1]:
+        brightness  u ← clip(b·u, 0, 1),                 b ~ U[1 − brightness, 1 + brightness]
+        contrast    u ← clip(c·u + (1 − c)·μ, 0, 1),     c ~ U[1 − contrast, 1 + contrast]
+    in that order, μ the image's mean grey (0.299 R + 0.587 G + 0.114 B for three channels, as
+    torchvision's; the mean of all values otherwise). Clipping keeps every value a pixel that
+    can exist: black to white. 0 leaves the image as it is.
+
+    The batch is network input x̂ = (u − mean)/std (cnnlab.data.Preprocess): the Loader hands
+    a Preprocess to `with_preprocess`, and the jitter works on u = x̂·std + mean. Without one
+    the batch must be pixels on [0, 1].
+    """
+
+    GREY = (0.299, 0.587, 0.114)
+
+    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, *, preprocess=None) -> None:
+        for name, value in (("brightness", brightness), ("contrast", contrast)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1:
+                raise ValueError(f"ColorJitter: {name} must be a number in [0, 1]. Received: {value!r}")
+        self.brightness, self.contrast = float(brightness), float(contrast)
+        self.preprocess = preprocess
+
+    def with_preprocess(self, preprocess) -> ColorJitter:
+        return ColorJitter(self.brightness, self.contrast, preprocess=preprocess)
+
+    def __call__(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n, c = x.shape[:2]
+        b = rng.uniform(1 - self.brightness, 1 + self.brightness, n).astype(x.dtype)
+        k = rng.uniform(1 - self.contrast, 1 + self.contrast, n).astype(x.dtype)
+        shape = (1, c) + (1,) * (x.ndim - 2)
+        mean, std = np.zeros(c, x.dtype), np.ones(c, x.dtype)
+        if self.preprocess is not None:
+            mean, std = (np.asarray(a, x.dtype).reshape(-1) for a in (self.preprocess.mean,
+                                                                      self.preprocess.std))
+        mean, std = mean.reshape(shape), std.reshape(shape)
+        each = (n,) + (1,) * (x.ndim - 1)
+        u = np.clip((x * std + mean) * b.reshape(each), 0, 1)
+        weights = np.asarray(self.GREY if c == 3 else [1 / c] * c, x.dtype).reshape(shape)
+        grey = (u * weights).sum(axis=1, keepdims=True).mean(axis=tuple(range(2, x.ndim)),
+                                                             keepdims=True)
+        k = k.reshape(each)
+        u = np.clip(k * u + (1 - k) * grey, 0, 1)
+        return ((u - mean) / std).astype(x.dtype, copy=False)
+
+    def config(self) -> dict:
+        return {"ColorJitter": {"brightness": self.brightness, "contrast": self.contrast}}

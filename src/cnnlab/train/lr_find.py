@@ -1,4 +1,8 @@
-"""The learning-rate range test."""
+"""The learning-rate range test and the rate it suggests.
+
+    lrs, losses = cl.lr_find(model, (x, y), loss=..., optimizer=...)
+    lr = suggest_lr(lrs, losses)       # RULE: the smoothed loss's minimum, divided by 10
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,12 @@ import numpy as np
 
 from cnnlab import io, runtime
 from cnnlab.train.inputs import as_loader
+
+#: the smoothing of the recorded losses (fastai's): an exponential moving average
+BETA = 0.98
+#: how suggest_lr chooses, as the command and the docs state it
+RULE = (f"the learning rate at the minimum of the smoothed loss (exponential moving average, "
+        f"β = {BETA}, bias-corrected), divided by 10")
 
 
 def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 10.0,
@@ -44,3 +54,29 @@ def lr_find(model, train, *, loss, optimizer, start: float = 1e-7, end: float = 
         optimizer.load_state_dict(*optim_state)
         io.set_rng_states(model, rng_state)  # dropout masks of a later fit are not shifted
     return lrs[: len(losses)], np.array(losses)
+
+
+def smooth(losses, beta: float = BETA) -> np.ndarray:
+    """The exponential moving average of the losses, bias-corrected as Adam's moments are:
+        m_t = β·m_{t−1} + (1 − β)·loss_t,  m_0 = 0;   smoothed_t = m_t / (1 − β^t)
+    so the first value is the first loss and a constant curve stays constant."""
+    losses = np.asarray(losses, np.float64)
+    out, m = np.empty_like(losses), 0.0
+    for t, value in enumerate(losses, 1):
+        m = beta * m + (1 - beta) * value
+        out[t - 1] = m / (1 - beta**t)
+    return out
+
+
+def suggest_lr(lrs, losses) -> tuple[float, int]:
+    """(suggested learning rate, index of the smoothed loss's minimum): RULE, lrs[argmin] / 10.
+
+    Dividing by 10 steps back from where the loss stops falling (the smoothing lags behind the
+    raw loss, and the lowest point is already close to where training becomes unstable) into
+    the range where it falls fastest: Smith's "an order of magnitude below the minimum"."""
+    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
+    if len(losses) < 2 or len(lrs) != len(losses):
+        raise ValueError(f"suggest_lr: need at least 2 recorded (lr, loss) pairs of the same length. "
+                         f"Received: {len(lrs)} rates and {len(losses)} losses")
+    best = int(np.argmin(smooth(losses)))
+    return float(lrs[best] / 10), best

@@ -4,6 +4,7 @@ and the HTML report of a run. Figures are PNG bytes (matplotlib's Agg canvas, no
     cl.viz.filters(model, path="filters.png")           # the first layer's filters
     cl.viz.feature_maps(model, x[0], path="maps.png")   # every convolution's maps for one image
     cl.viz.curves("runs/fmnist/metrics.csv")            # loss, accuracy, learning rate
+    cl.viz.lr_curve(lrs, losses, path="lr.png")         # cl.lr_find's range test, rate suggested
     cl.viz.confusion(matrix, class_names)
     cl.viz.mistakes(model, x, y, class_names)           # the most confidently wrong images
     cl.viz.conv_demo(out="demo/")                       # demo.gif and demo.html
@@ -18,7 +19,7 @@ from importlib import import_module
 
 _WHERE = {
     "filters": "figures", "feature_maps": "figures", "curves": "figures", "confusion": "figures",
-    "mistakes": "figures", "activations": "figures", "read_metrics": "figures",
+    "mistakes": "figures", "activations": "figures", "read_metrics": "figures", "lr_curve": "figures",
     "conv_demo": "demo", "ConvDemo": "demo", "report": "html_report",
 }
 

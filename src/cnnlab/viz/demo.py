@@ -117,6 +117,28 @@ class ConvDemo:
         return (f"Input {h}×{w}×{d}, K = {k} filter{'s' if k > 1 else ''} of {f}×{f}×{d}, "
                 f"stride S = {self.stride}, padding P = {self.pad} → output {h2}×{w2}×{k}")
 
+    def to_text(self, width: int = 100) -> str:
+        """The volumes' numbers as the lecture's slide lays them out, for a terminal: the padded
+        input, each filter with its bias, the output, one depth slice a grid, grids side by side
+        (wrapped at `width` columns), then the output-size arithmetic."""
+        d, h, w = self.x.shape
+        k, f = self.weight.shape[0], self.weight.shape[-1]
+        h2, w2 = self.output.shape[1:]
+        padded = f" (+pad {self.pad})" if self.pad else ""
+        hp, wp = self.x_pad.shape[1:]
+        sections = [(f"Input Volume{padded} ({hp}×{wp}×{d})",
+                     [(f"x[:, :, {c}]", self.x_pad[c]) for c in range(d)])]
+        for n in range(k):
+            grids = [(f"w{n}[:, :, {c}]", self.weight[n, c]) for c in range(d)]
+            grids.append((f"b{n}[:, :, 0]", self.bias[n : n + 1, None]))
+            sections.append((f"Filter W{n} ({f}×{f}×{d}), Bias b{n} (1×1×1)", grids))
+        sections.append((f"Output Volume ({h2}×{w2}×{k})",
+                         [(f"o[:, :, {n}]", self.output[n]) for n in range(k)]))
+        lines = []
+        for title, grids in sections:
+            lines += [title, *_side_by_side(grids, width), ""]
+        return "\n".join([*lines, self.formula()])
+
     def to_html(self) -> str:
         return page(self)
 
@@ -131,6 +153,30 @@ class ConvDemo:
         atomic_write(out / "demo.gif", self.to_gif(progress=progress))
         atomic_write(out / "demo.html", self.to_html().encode("utf-8"))
         return out / "demo.gif", out / "demo.html"
+
+
+def _side_by_side(grids: list[tuple[str, np.ndarray]], width: int) -> list[str]:
+    """Labelled grids of integers next to each other, 3 spaces apart, as many a row as fit in
+    `width` columns (at least one); numbers right-aligned to the widest of all."""
+    cell = max(len(minus(v)) for _, grid in grids for v in grid.ravel())
+    blocks = []
+    for label, grid in grids:
+        rows = [" ".join(f"{minus(v):>{cell}}" for v in row) for row in grid]
+        size = max(len(label), len(rows[0]))
+        blocks.append([label.ljust(size), *(r.ljust(size) for r in rows)])
+    lines, row = [], []
+    for block in blocks:
+        if row and sum(len(b[0]) + 3 for b in row) + len(block[0]) > width:
+            lines += _join(row)
+            row = []
+        row.append(block)
+    return lines + _join(row)
+
+
+def _join(blocks: list[list[str]]) -> list[str]:
+    height = max(len(b) for b in blocks)
+    padded = [b + [" " * len(b[0])] * (height - len(b)) for b in blocks]
+    return ["   ".join(parts).rstrip() for parts in zip(*padded, strict=True)]
 
 
 def _parse_volume(shape) -> tuple[int, int, int]:

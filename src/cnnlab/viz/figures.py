@@ -1,4 +1,5 @@
-"""What a model learned, as PNG images: filters, feature maps, curves, confusion, mistakes.
+"""What a model learned, as PNG images: filters, feature maps, curves, the learning-rate range
+test, confusion, mistakes.
 
 Every function takes its data as arguments and returns the PNG bytes, also written to `path`
 when one is given. Figures are `matplotlib.figure.Figure` objects rendered by the Agg canvas
@@ -7,6 +8,7 @@ directly: no pyplot, no global backend or state, safe in scripts, servers and th
     png = cl.viz.filters(model, path="filters.png")
     cl.viz.feature_maps(model, x_test[0], path="maps.png")
     cl.viz.curves("runs/fmnist/metrics.csv", path="curves.png")
+    cl.viz.lr_curve(*cl.lr_find(model, (x, y), loss=..., optimizer=...), path="lr.png")
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from cnnlab.core import walk
 from cnnlab.files import atomic_write
 from cnnlab.layers import Conv2D, Dense, Flatten, Sequential
-from cnnlab.train import History, predict
+from cnnlab.train import History, predict, smooth, suggest_lr
 
 #: the figures' resolution; 100 dpi keeps a report of a dozen figures under a few MB
 DPI = 100
@@ -237,6 +239,29 @@ def curves(history, *, path: str | os.PathLike | None = None) -> bytes:
         if len(epochs) == 1:
             ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
     panels[2].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))  # no offset text
+    return _png(fig, path)
+
+
+def lr_curve(lrs, losses, *, path: str | os.PathLike | None = None) -> bytes:
+    """The learning-rate range test (cl.lr_find's lrs and losses): the loss and its smoothed
+    curve against the learning rate on a log scale, the minimum of the smoothed loss and the
+    suggested rate (cnnlab.train.suggest_lr: that minimum's rate / 10) marked."""
+    lrs, losses = np.asarray(lrs, np.float64), np.asarray(losses, np.float64)
+    suggestion, best = suggest_lr(lrs, losses)
+    smoothed = smooth(losses)
+    fig = Figure(figsize=(6.4, 4))
+    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.13, top=0.9)
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="0.7", linewidth=1, label="loss")
+    ax.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed (EMA, β = 0.98)")
+    ax.plot(lrs[best], smoothed[best], "o", color="C3", label=f"minimum at lr {lrs[best]:.2g}")
+    ax.axvline(suggestion, color="C2", linestyle="--", label=f"suggested lr {suggestion:.2g} (÷ 10)")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title("learning-rate range test", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
     return _png(fig, path)
 
 
