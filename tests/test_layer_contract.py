@@ -91,6 +91,15 @@ CASES = [
     (lambda: cl.SqueezeExcite(2), (4, 3, 3)),
     (lambda: cl.SqueezeExcite(16), (6, 2, 3)),
     (lambda: cl.SqueezeExcite(2), (4, 5)),
+    # issue 20: pooling to a size, the padding left out of the mean
+    (lambda: cl.GlobalMaxPool2D(), (3, 4, 5)),
+    (lambda: cl.AdaptiveAvgPool2D(3), (2, 7, 7)),  # uneven windows: the matrices
+    (lambda: cl.AdaptiveAvgPool2D((2, 3)), (2, 5, 6)),
+    (lambda: cl.AdaptiveAvgPool2D((2, None)), (2, 4, 3)),  # every window the same: the fast path
+    (lambda: cl.AdaptiveAvgPool2D(4), (1, 3, 2)),  # more outputs than inputs
+    (lambda: cl.AvgPool2D(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
+    (lambda: cl.AvgPool2D(2, stride=1, padding="same", count_include_pad=False), (2, 5, 4)),
+    (lambda: cl.AvgPool1D(3, stride=2, padding=1, count_include_pad=False), (2, 9)),
 ]
 IDS = [f"{factory().kind}-{'x'.join(map(str, shape))}-{i}" for i, (factory, shape) in enumerate(CASES)]
 

@@ -16,6 +16,7 @@ from cnnlab.io import load, save
 from cnnlab.layers import (
     ELU,
     GELU,
+    AdaptiveAvgPool2D,
     AvgPool1D,
     AvgPool2D,
     BatchNorm1D,
@@ -27,6 +28,7 @@ from cnnlab.layers import (
     Dropout,
     Flatten,
     GlobalAvgPool2D,
+    GlobalMaxPool2D,
     Hardswish,
     LeakyReLU,
     LocallyConnected1D,
@@ -68,6 +70,7 @@ __all__ = [
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
     "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
+    "AdaptiveAvgPool2D", "GlobalMaxPool2D",
 ]
 
 

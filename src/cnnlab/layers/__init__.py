@@ -5,6 +5,7 @@
     activation_modern.py ReLU6, SiLU, Hardswish, GELU (and its erf)  dropout.py Dropout
     containers.py Sequential      blocks.py Residual, Concat, SqueezeExcite
     _window.py what window layers share
+    pool_adaptive.py GlobalMaxPool2D, AdaptiveAvgPool2D
 
 A layer knows nothing of the loop, files or pictures: layers may import core, runtime, kernels,
 shapes and init; never data, io, train, viz or cli.
@@ -20,6 +21,7 @@ from cnnlab.layers.dropout import Dropout
 from cnnlab.layers.local import LocallyConnected1D, LocallyConnected2D
 from cnnlab.layers.norm import BatchNorm1D, BatchNorm2D, LocalResponseNorm
 from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from cnnlab.layers.pool_adaptive import AdaptiveAvgPool2D, GlobalMaxPool2D
 
 __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D", "Dense",
@@ -27,4 +29,6 @@ __all__ = [
     "LocalResponseNorm", "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D",
     "MaxPool2D", "PReLU", "ReLU", "ReLU6", "Residual", "Sequential", "SiLU", "Sigmoid",
     "SqueezeExcite", "Swish", "Tanh",
+    # issue 20: pooling to a size
+    "AdaptiveAvgPool2D", "GlobalMaxPool2D",
 ]
