@@ -26,10 +26,14 @@ from cnnlab.layers import (
     Conv2D,
     Dense,
     Dropout,
+    DropPath,
     Flatten,
     GlobalAvgPool2D,
     GlobalMaxPool2D,
+    GroupNorm,
     Hardswish,
+    LayerNorm,
+    LayerScale,
     LeakyReLU,
     LocallyConnected1D,
     LocallyConnected2D,
@@ -70,7 +74,7 @@ __all__ = [
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
     "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
-    "AdaptiveAvgPool2D", "GlobalMaxPool2D",
+    "AdaptiveAvgPool2D", "DropPath", "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LayerScale",
 ]
 
 
