@@ -93,7 +93,7 @@ CASES = [
     (lambda: cl.SqueezeExcite(2), (4, 5)),
     # issue 20: pooling to a size, the padding left out of the mean, per-sample normalisation
     (lambda: cl.GlobalMaxPool2D(), (3, 4, 5)),
-    (lambda: cl.AdaptiveAvgPool2D(3), (2, 7, 7)),  # uneven windows: the matrices
+    (lambda: cl.AdaptiveAvgPool2D(3), (2, 7, 7)),  # overlapping windows: the gathers
     (lambda: cl.AdaptiveAvgPool2D((2, 3)), (2, 5, 6)),
     (lambda: cl.AdaptiveAvgPool2D((2, None)), (2, 4, 3)),  # every window the same: the fast path
     (lambda: cl.AdaptiveAvgPool2D(4), (1, 3, 2)),  # more outputs than inputs

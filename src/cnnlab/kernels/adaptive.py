@@ -3,11 +3,15 @@
 Windows, per axis, of an input of size H pooled to H_out (the same for W):
     start_i = ⌊i·H/H_out⌋      end_i = ⌈(i + 1)·H/H_out⌉      (i = 0 … H_out − 1; end exclusive)
 Neighbouring windows may overlap by a row when H_out does not divide H, and repeat rows when
-H_out > H. Forward and backward, per plane x (H, W) with A_h[i, start_i:end_i] = 1/(end_i − start_i):
-    y = A_h · x · A_wᵀ                   dx = A_hᵀ · dy · A_w
-Two GEMMs on all the planes at once. When H_out divides H and W_out divides W every window is
-the same F×F block (F = H/H_out, a plain average pooling with stride F), and the fast path is a
-reshape and a mean (tested equal to the matrices).
+H_out > H. The mean over a window is separable: sum along W, then along H, then divide once
+    y[i, j] = (Σ_{u ∈ window i} Σ_{v ∈ window j} x[u, v]) / (|window i|·|window j|)
+Backward: g = dy/(|window i|·|window j|) goes to every value of window (i, j); overlaps add.
+Along an axis the forward is a loop over the offsets k below the widest window, each a gather
+of x[start_i + k] for every window i; the backward likewise gathers, for every input row u,
+g of the windows first_u … last_u that cover it. Memory stays of the input's and output's size
+whatever the sizes (a dense averaging matrix would be H_out × H). When H_out divides H and
+W_out divides W every window is the same F×F block (a plain AvgPool2D(F)), and the fast path
+is a reshape and a sum (tested equal to the gathers).
 """
 
 from __future__ import annotations
@@ -21,12 +25,37 @@ def adaptive_windows(size: int, out: int) -> tuple[np.ndarray, np.ndarray]:
     return (i * size) // out, -((-(i + 1) * size) // out)
 
 
-def adaptive_matrix(size: int, out: int, dtype) -> np.ndarray:
-    """A (out, size): row i holds 1/(end_i − start_i) over window i and zeros elsewhere."""
+def _gather_sum(a: np.ndarray, first: np.ndarray, last: np.ndarray, width: int) -> np.ndarray:
+    """s[..., i] = Σ_{t = first_i … last_i} a[..., t] along a's last axis: one gather per
+    offset k ≤ the widest run, the values past a run's end masked out."""
+    out = np.zeros((*a.shape[:-1], first.size), a.dtype)
+    for k in range(int((last - first).max()) + 1):
+        inside = first + k <= last
+        taken = np.take(a, np.minimum(first + k, width - 1), axis=-1)
+        out += taken if inside.all() else taken * inside
+    return out
+
+
+def _sum_windows(a: np.ndarray, size: int, out: int) -> np.ndarray:
+    """Σ of a's last axis (of `size`) over each of the `out` windows."""
     start, end = adaptive_windows(size, out)
-    cols = np.arange(size)
-    inside = (cols >= start[:, None]) & (cols < end[:, None])
-    return (inside / (end - start)[:, None]).astype(dtype)
+    return _gather_sum(a, start, end - 1, size)
+
+
+def _spread_windows(g: np.ndarray, size: int, out: int) -> np.ndarray:
+    """The adjoint of _sum_windows: row u gets the sum of g over the windows that cover it,
+    first_u (the first window ending after u) to last_u (the last one starting at or before u)."""
+    start, end = adaptive_windows(size, out)
+    rows = np.arange(size)
+    first = np.searchsorted(end, rows, side="right")
+    last = np.searchsorted(start, rows, side="right") - 1
+    return _gather_sum(g, first, last, out)
+
+
+def _counts(h: int, w: int, h_out: int, w_out: int, dtype) -> np.ndarray:
+    """|window i|·|window j|, (H_out, W_out), in `dtype`."""
+    (hs, he), (ws, we) = adaptive_windows(h, h_out), adaptive_windows(w, w_out)
+    return np.outer(he - hs, we - ws).astype(dtype)
 
 
 def _planes(x: np.ndarray):
@@ -49,32 +78,27 @@ def divides(h: int, w: int, h_out: int, w_out: int) -> bool:
 
 def adaptive_avgpool_forward(x: np.ndarray, h_out: int, w_out: int, *,
                              fast: bool = True) -> np.ndarray:
-    """y (N, C, H_out, W_out) from x (N, C, H, W); `fast=False` forces the matrices."""
+    """y (N, C, H_out, W_out) from x (N, C, H, W); `fast=False` forces the gathers."""
     h, w = x.shape[2:]
     planes, restore = _planes(x)
     p = planes.shape[0]
     if fast and divides(h, w, h_out, w_out):
-        blocks = planes.reshape(p, h_out, h // h_out, w_out, w // w_out)
-        y = blocks.sum(axis=(2, 4))
-        y /= x.dtype.type((h // h_out) * (w // w_out))
-        return restore(y)
-    a_h, a_w = adaptive_matrix(h, h_out, x.dtype), adaptive_matrix(w, w_out, x.dtype)
-    rows = planes.reshape(p * h, w) @ a_w.T  # (P·H, W_out): every row of every plane at once
-    y = np.tensordot(a_h, rows.reshape(p, h, w_out), axes=(1, 1))  # (H_out, P, W_out)
-    return restore(np.ascontiguousarray(y.transpose(1, 0, 2)))
+        y = planes.reshape(p, h_out, h // h_out, w_out, w // w_out).sum(axis=(2, 4))
+    else:
+        rows = _sum_windows(planes, w, w_out)  # (P, H, W_out)
+        y = _sum_windows(rows.transpose(0, 2, 1), h, h_out).transpose(0, 2, 1)  # (P, H_out, W_out)
+    y = np.divide(y, _counts(h, w, h_out, w_out, x.dtype), order="C")
+    return restore(y)
 
 
 def adaptive_avgpool_backward(dy: np.ndarray, h: int, w: int, *, fast: bool = True) -> np.ndarray:
     """dx (N, C, H, W) from dy (N, C, H_out, W_out); the same path as the forward took."""
     h_out, w_out = dy.shape[2:]
     planes, restore = _planes(dy)
-    p = planes.shape[0]
+    g = planes / _counts(h, w, h_out, w_out, dy.dtype)
     if fast and divides(h, w, h_out, w_out):
-        kh, kw = h // h_out, w // w_out
-        share = planes / dy.dtype.type(kh * kw)
-        dx = np.broadcast_to(share[:, :, None, :, None], (p, h_out, kh, w_out, kw))
-        return restore(dx.reshape(p, h, w))
-    a_h, a_w = adaptive_matrix(h, h_out, dy.dtype), adaptive_matrix(w, w_out, dy.dtype)
-    rows = planes.reshape(p * h_out, w_out) @ a_w  # (P·H_out, W)
-    dx = np.tensordot(a_h.T, rows.reshape(p, h_out, w), axes=(1, 1))  # (H, P, W)
-    return restore(np.ascontiguousarray(dx.transpose(1, 0, 2)))
+        dx = np.repeat(np.repeat(g, h // h_out, axis=1), w // w_out, axis=2)  # each g on its block
+    else:
+        cols = _spread_windows(g.transpose(0, 2, 1), h, h_out).transpose(0, 2, 1)  # (P, H, W_out)
+        dx = np.ascontiguousarray(_spread_windows(cols, w, w_out))  # (P, H, W)
+    return restore(dx)

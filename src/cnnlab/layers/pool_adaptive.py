@@ -74,12 +74,11 @@ class AdaptiveAvgPool2D(Layer):
         start_i = ⌊i·H/H_out⌋    end_i = ⌈(i + 1)·H/H_out⌉    (end excluded)
         y[n, c, i, j] = mean of x[n, c, start_i:end_i, start_j:end_j]
     Windows differ in size by at most one row when H_out does not divide H, and neighbours then
-    share a row. As matrices per plane, A_h[i, start_i:end_i] = 1/(end_i − start_i):
-        y = A_h · x · A_wᵀ
-    Backward:  dx = A_hᵀ · dy · A_w  (every value of window (i, j) gets dy[n, c, i, j]/its size;
-               shared rows add)
-    When H_out divides H and W_out divides W, the windows are the F×F blocks of a plain
-    AvgPool2D(F), F = H/H_out: the fast path (a reshape and a mean; kernels/adaptive.py).
+    share a row; when H_out > H rows repeat.
+    Backward:  every value of window (i, j) gets dy[n, c, i, j]/(its window's size); shared rows add
+    The windows are summed along W, then along H (a gather per offset in the window;
+    kernels/adaptive.py). When H_out divides H and W_out divides W, they are the F×F blocks of a
+    plain AvgPool2D(F), F = H/H_out: the fast path, a reshape and a sum.
 
     Shape:
         x: (N, C, H, W) → y: (N, C, H_out, W_out); no parameters.
@@ -130,8 +129,8 @@ def _windows_text(size: int, out: int) -> str:
     """ "2: windows F = S = 28/2 = 14" or "3: windows ⌊i·7/3⌋ to ⌈(i+1)·7/3⌉ = [0, 3) [2, 5) [4, 7)"."""
     if size % out == 0:
         return f"{out}: windows F = S = {size}/{out} = {size // out}"
-    start, end = kernels.adaptive_windows(size, out)
-    shown = " ".join(f"[{a}, {b})" for a, b in zip(start[:SHOWN_WINDOWS], end[:SHOWN_WINDOWS],
-                                                   strict=True))
+    # the first few only, computed one by one: `out` may be large
+    shown = " ".join(f"[{i * size // out}, {-(-(i + 1) * size // out)})"
+                     for i in range(min(out, SHOWN_WINDOWS)))
     more = " …" if out > SHOWN_WINDOWS else ""
     return f"{out}: windows ⌊i·{size}/{out}⌋ to ⌈(i+1)·{size}/{out}⌉ = {shown}{more}"
