@@ -17,6 +17,7 @@ from cnnlab.runtime import threads
 from tests.gradcheck import assert_close, numeric_grad
 from tests.gradcheck import check_layer as gradcheck
 from tests.test_parity_torch import check_layer
+from tests.test_safety import refused, set_architecture
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
@@ -392,3 +393,18 @@ def test_non_finite_arguments_are_refused(spec):
     arch["layers"][4] = spec
     with pytest.raises(cl.ModelFileError, match=r"is not a finite number"):
         io.from_architecture(arch)
+
+
+@pytest.mark.parametrize("index, spec, message", [
+    (2, {"type": "GroupNorm", "groups": 3}, r"C = 4 channels do not split into 3 groups"),
+    (3, {"type": "AdaptiveAvgPool2D", "output_size": [2, -1]}, r"output_size must be a positive int"),
+    (4, {"type": "LayerNorm", "eps": 0}, r"eps must be a number > 0"),
+    (1, {"type": "Residual", "branch_layers": [{"type": "DropPath", "rate": 2}]}, r"DropPath: rate is"),
+])
+def test_a_tampered_model_file_is_refused_by_load(tmp_path, index, spec, message):
+    path = tmp_path / "norms.safetensors"
+    cl.save(model(), path)
+    arch = io.architecture(model())
+    arch["layers"][index] = spec
+    set_architecture(path, arch)
+    refused(path, message)
