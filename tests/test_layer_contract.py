@@ -91,6 +91,27 @@ CASES = [
     (lambda: cl.SqueezeExcite(2), (4, 3, 3)),
     (lambda: cl.SqueezeExcite(16), (6, 2, 3)),
     (lambda: cl.SqueezeExcite(2), (4, 5)),
+    # issue 20: pooling to a size, the padding left out of the mean, per-sample normalisation
+    (lambda: cl.GlobalMaxPool2D(), (3, 4, 5)),
+    (lambda: cl.AdaptiveAvgPool2D(3), (2, 7, 7)),  # overlapping windows: the gathers
+    (lambda: cl.AdaptiveAvgPool2D((2, 3)), (2, 5, 6)),
+    (lambda: cl.AdaptiveAvgPool2D((2, None)), (2, 4, 3)),  # every window the same: the fast path
+    (lambda: cl.AdaptiveAvgPool2D(4), (1, 3, 2)),  # more outputs than inputs
+    (lambda: cl.AvgPool2D(3, stride=2, padding=1, count_include_pad=False), (2, 7, 7)),
+    (lambda: cl.AvgPool2D(2, stride=1, padding="same", count_include_pad=False), (2, 5, 4)),
+    (lambda: cl.AvgPool1D(3, stride=2, padding=1, count_include_pad=False), (2, 9)),
+    (lambda: cl.LayerNorm(), (3, 4, 5)),
+    (lambda: cl.LayerNorm(), (6,)),
+    (lambda: cl.LayerNorm(1e-6), (4, 7)),
+    (lambda: cl.GroupNorm(2), (4, 3, 3)),
+    (lambda: cl.GroupNorm(1), (3, 4, 4)),
+    (lambda: cl.GroupNorm(3), (6,)),
+    (lambda: cl.GroupNorm(4), (4, 5)),  # one channel per group: instance normalisation
+    (lambda: cl.LayerScale(0.5), (3, 4, 4)),
+    (lambda: cl.LayerScale(), (5,)),
+    (lambda: cl.DropPath(0.0), (3, 4, 4)),  # rate > 0 redraws: test_norms_modern fixes the mask
+    (lambda: cl.Residual([cl.Conv2D(3, 3, padding=1), cl.LayerNorm(), cl.Conv2D(6, 1), cl.GELU(),
+                          cl.Conv2D(3, 1), cl.LayerScale(0.5), cl.DropPath(0.0)]), (3, 4, 4)),
 ]
 IDS = [f"{factory().kind}-{'x'.join(map(str, shape))}-{i}" for i, (factory, shape) in enumerate(CASES)]
 

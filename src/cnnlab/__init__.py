@@ -17,6 +17,7 @@ from cnnlab.io import load, save
 from cnnlab.layers import (
     ELU,
     GELU,
+    AdaptiveAvgPool2D,
     AvgPool1D,
     AvgPool2D,
     BatchNorm1D,
@@ -26,9 +27,14 @@ from cnnlab.layers import (
     Conv2D,
     Dense,
     Dropout,
+    DropPath,
     Flatten,
     GlobalAvgPool2D,
+    GlobalMaxPool2D,
+    GroupNorm,
     Hardswish,
+    LayerNorm,
+    LayerScale,
     LeakyReLU,
     LocallyConnected1D,
     LocallyConnected2D,
@@ -69,6 +75,7 @@ __all__ = [
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
     "predict", "runtime", "save", "testing", "viz", "zoo", "distributed", "__version__",
+    "AdaptiveAvgPool2D", "DropPath", "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LayerScale",
 ]
 
 

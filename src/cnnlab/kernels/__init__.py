@@ -8,6 +8,7 @@ strides. The layers (cnnlab.layers) are thin classes around them.
     same.py       the "same" path: output (H/S, W/S) by phases and shifted runs (conv_forward_same)
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path
+    adaptive.py   adaptive average pooling (PyTorch's windows): gathers, or a reshape and a sum
 
 Every path is tested equal to the plain one (tests/test_kernels.py). The functions keep no
 state between calls, but they are not pure functions of their arguments alone: the chunked
@@ -22,9 +23,20 @@ The package may import NumPy and cnnlab.runtime.threads (and cnnlab.core, if eve
 never the layers, io, train, data, viz or the CLI, which all build on the kernels.
 """
 
+from cnnlab.kernels.adaptive import (
+    adaptive_avgpool_backward,
+    adaptive_avgpool_forward,
+    adaptive_windows,
+)
 from cnnlab.kernels.geometry import Padding, Pair, out_size, pad
 from cnnlab.kernels.plain import col2im, conv_backward_cols, conv_forward_cols, im2col
-from cnnlab.kernels.pool import avgpool_backward, avgpool_forward, maxpool_backward, maxpool_forward
+from cnnlab.kernels.pool import (
+    avgpool_backward,
+    avgpool_counts,
+    avgpool_forward,
+    maxpool_backward,
+    maxpool_forward,
+)
 from cnnlab.kernels.pool2x2 import maxpool2x2_applies, maxpool2x2_backward, maxpool2x2_forward
 from cnnlab.kernels.same import (
     col2im_same,
@@ -47,4 +59,7 @@ __all__ = [
     "conv_forward_same", "conv_forward_wide", "conv_same_applies", "conv_wide_applies", "im2col",
     "im2col_same", "im2col_wide", "maxpool2x2_applies", "maxpool2x2_backward", "maxpool2x2_forward",
     "maxpool_backward", "maxpool_forward", "out_size", "pad", "wide_planes",
+    # issue 20: adaptive average pooling, average pooling without the padding in the mean
+    "adaptive_avgpool_backward", "adaptive_avgpool_forward", "adaptive_windows",
+    "avgpool_counts",
 ]

@@ -2,10 +2,12 @@
 
 Forward:
     max: y[n, c, i, j] = max_{u,v} x_pad[n, c, i·sh + u, j·sw + v]             (padding −∞)
-    avg: y[n, c, i, j] = (1/(kh·kw)) Σ_{u,v} x_pad[n, c, i·sh + u, j·sw + v]   (padding 0, counted)
+    avg: y[n, c, i, j] = (1/d[i, j]) Σ_{u,v} x_pad[n, c, i·sh + u, j·sw + v]   (padding 0)
+         d = kh·kw (padding counted, PyTorch's count_include_pad=True), or
+         d[i, j] = the input values window (i, j) covers (`avgpool_counts`, padding not counted)
 Backward:
     max: dx gets dy[n, c, i, j] at the first (u, v) of window (i, j) where x_pad equals y
-    avg: every position of window (i, j) gets dy[n, c, i, j]/(kh·kw)
+    avg: every position of window (i, j) gets dy[n, c, i, j]/d[i, j]
     overlapping windows add up.
 Shape: x (N, C, H, W) → y (N, C, H_out, W_out), H_out = floor((H + top + bottom − kh)/sh) + 1.
 The 2×2/2 max pooling of most networks has a faster path in pool2x2.py.
@@ -56,8 +58,24 @@ def maxpool_backward(dy: np.ndarray, x: np.ndarray, y: np.ndarray, kh: int, kw: 
     return dx[:, :, pt : pt + x.shape[2], pl : pl + x.shape[3]]
 
 
-def avgpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndarray:
-    """Mean over each window; zero padding counts in the mean (PyTorch's count_include_pad)."""
+def avgpool_counts(h: int, w: int, kh: int, kw: int, stride, padding) -> np.ndarray:
+    """(H_out, W_out): how many input values (not padding) each window covers, the divisor of
+    PyTorch's count_include_pad=False. Per axis, window i covers rows max(0, i·S − P_before) to
+    min(H, i·S − P_before + F) − 1, so the count is a product of the two axes' counts."""
+    (sh, sw), ((pt, _), (pl, _)) = _pairs(stride, padding)
+    h_out, w_out = out_size(h, w, kh, kw, stride, padding)
+
+    def axis(size, k, s, before, n_out):
+        start = np.arange(n_out) * s - before
+        return np.minimum(start + k, size) - np.maximum(start, 0)
+
+    return np.outer(axis(h, kh, sh, pt, h_out), axis(w, kw, sw, pl, w_out))
+
+
+def avgpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding,
+                    divisor: np.ndarray | None = None) -> np.ndarray:
+    """Mean over each window; zero padding counts in the mean (PyTorch's count_include_pad)
+    unless `divisor` gives each window's own count (avgpool_counts, in x's dtype)."""
     (sh, sw), pads = _pairs(stride, padding)
     xp = pad(x, pads)
     h_out, w_out = out_size(x.shape[2], x.shape[3], kh, kw, stride, padding)
@@ -66,15 +84,17 @@ def avgpool_forward(x: np.ndarray, kh: int, kw: int, stride, padding) -> np.ndar
         for v in range(kw):
             if u or v:
                 y += _offset_view(xp, u, v, sh, sw, h_out, w_out)
-    y /= x.dtype.type(kh * kw)
+    y /= x.dtype.type(kh * kw) if divisor is None else divisor
     return y
 
 
-def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding) -> np.ndarray:
-    """Every position of a window gets its dy/(kh·kw); overlapping windows add up."""
+def avgpool_backward(dy: np.ndarray, x_shape, kh: int, kw: int, stride, padding,
+                     divisor: np.ndarray | None = None) -> np.ndarray:
+    """Every position of a window gets its dy/(kh·kw), or dy/divisor[i, j] (the forward's
+    divisor); overlapping windows add up."""
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)
     n, c, h, w = x_shape
-    share = dy / dy.dtype.type(kh * kw)
+    share = dy / (dy.dtype.type(kh * kw) if divisor is None else divisor)
     dx = np.zeros((n, c, h + pt + pb, w + pl + pr), dtype=dy.dtype)
     for u in range(kh):
         for v in range(kw):

@@ -5,6 +5,8 @@
     activation_modern.py ReLU6, SiLU, Hardswish, GELU (and its erf)  dropout.py Dropout
     containers.py Sequential      blocks.py Residual, Concat, SqueezeExcite
     _window.py what window layers share
+    pool_adaptive.py GlobalMaxPool2D, AdaptiveAvgPool2D   dropout.py also DropPath
+    norm_modern.py LayerNorm, GroupNorm, LayerScale (per sample, no running statistics)
 
 A layer knows nothing of the loop, files or pictures: layers may import core, runtime, kernels,
 shapes and init; never data, io, train, viz or cli.
@@ -16,10 +18,12 @@ from cnnlab.layers.blocks import Concat, Residual, SqueezeExcite
 from cnnlab.layers.containers import Sequential
 from cnnlab.layers.conv import Conv1D, Conv2D
 from cnnlab.layers.dense import Dense, Flatten
-from cnnlab.layers.dropout import Dropout
+from cnnlab.layers.dropout import Dropout, DropPath
 from cnnlab.layers.local import LocallyConnected1D, LocallyConnected2D
 from cnnlab.layers.norm import BatchNorm1D, BatchNorm2D, LocalResponseNorm
+from cnnlab.layers.norm_modern import GroupNorm, LayerNorm, LayerScale
 from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
+from cnnlab.layers.pool_adaptive import AdaptiveAvgPool2D, GlobalMaxPool2D
 
 __all__ = [
     "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D", "Dense",
@@ -27,4 +31,6 @@ __all__ = [
     "LocalResponseNorm", "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D",
     "MaxPool2D", "PReLU", "ReLU", "ReLU6", "Residual", "Sequential", "SiLU", "Sigmoid",
     "SqueezeExcite", "Swish", "Tanh",
+    # issue 20: pooling to a size, per-sample normalisation, stochastic depth
+    "AdaptiveAvgPool2D", "DropPath", "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LayerScale",
 ]

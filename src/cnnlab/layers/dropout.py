@@ -1,4 +1,5 @@
-"""Dropout: during training each value is zeroed at random, the survivors scaled up to keep the mean."""
+"""Dropout: during training each value is zeroed at random, the survivors scaled up to keep the mean;
+DropPath: the same for whole samples (stochastic depth)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,61 @@ class Dropout(Layer):
     def arithmetic(self, input_shape: Shape) -> str:
         p = self.rate
         return f"drop with p = {p:g}, keep ×1/(1 − {p:g}) = {1 / (1 - p):.3g} (training only)"
+
+
+class DropPath(Layer):
+    """Stochastic depth (Huang et al. 2016; "drop path" in ConvNeXt and timm): a whole sample's
+    path is dropped, to be put as the last layer of a Residual's branch.
+
+    Forward (training):  keep[n] ~ Bernoulli(1 − p) per sample,  y[n] = x[n] · keep[n]/(1 − p)
+    Forward (inference): y = x
+    Backward:            dx[n] = dy[n] · keep[n]/(1 − p), with the keep of the training forward.
+    In Residual([..., DropPath(p)]) a dropped sample's block is the identity, y = x.
+
+    Shape: x: (N, *dims) → y: same; no parameters.
+    Randomness: as Dropout: `build` spawns the layer's own Generator, `self.rng`, from the
+    model's (the same seed draws the same samples; a checkpoint saves and restores its state).
+    Args:
+        rate: p, the probability of dropping a sample's path, 0 ≤ p < 1 (0 keeps everything).
+    """
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(
+                "DropPath: rate is the probability of dropping a sample's path and must be a "
+                f"number in [0, 1). Received: rate={rate!r}"
+            )
+        self.rate = float(rate)
+        self.rng: np.random.Generator | None = None
+
+    def config(self) -> dict:
+        return {"rate": self.rate}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def _build(self, rng: np.random.Generator) -> None:
+        self.rng = rng.spawn(1)[0]  # as Dropout: the other layers' weights don't change
+
+    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        x = self._check_input(x)
+        if not training:
+            return x
+        keep = self.rng.random(x.shape[0], dtype=np.float32) >= np.float32(self.rate)
+        keep = keep.reshape(-1, *([1] * (x.ndim - 1)))
+        self._cache = (keep, x.shape)
+        y = x * keep
+        y /= 1 - self.rate
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        keep, shape = self._take_cache()
+        dx = self._check_grad(dy, shape) * keep
+        dx /= 1 - self.rate
+        return dx
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        p = self.rate
+        return (f"drop a sample's whole path with p = {p:g}, keep ×1/(1 − {p:g}) = "
+                f"{1 / (1 - p):.3g} (training only)")

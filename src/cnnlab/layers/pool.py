@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import kernels
+from cnnlab import kernels, shapes
 from cnnlab.core import Layer, Shape, ShapeError
 from cnnlab.layers._window import WindowLayer
 
@@ -77,27 +77,75 @@ class MaxPool2D(_Pool):
 class AvgPool2D(_Pool):
     """Average pooling: the mean of each F×F window, per channel.
 
-    Forward:   y[n, c, i, j] = (1/F²) Σ_{u,v} x_pad[n, c, i·S + u, j·S + v]
-               (zero padding counts in the mean, as PyTorch's count_include_pad=True)
-    Backward:  every position of window (i, j) gets dy[n, c, i, j]/F²; overlapping windows add.
+    Forward:   y[n, c, i, j] = (1/d[i, j]) Σ_{u,v} x_pad[n, c, i·S + u, j·S + v]   (padding is 0)
+               count_include_pad=True (the default, PyTorch's too): d = F·F, padding counts
+               count_include_pad=False: d[i, j] = the input values window (i, j) covers
+    Backward:  every position of window (i, j) gets dy[n, c, i, j]/d[i, j]; overlapping windows add.
 
     Shape: as MaxPool2D; no parameters.
+    Args:
+        kernel_size, stride, padding, fit: as MaxPool2D.
+        count_include_pad: whether the zero padding counts in each window's mean (PyTorch's
+            meaning; no effect without padding).
     """
+
+    def __init__(self, kernel_size, stride=None, padding=0, fit: str = "exact",
+                 count_include_pad: bool = True) -> None:
+        super().__init__(kernel_size, stride, padding, fit)
+        if not isinstance(count_include_pad, bool | np.bool_):
+            raise ValueError(f"{self.kind}: count_include_pad must be True or False. "
+                             f"Received: count_include_pad={count_include_pad!r}")
+        self.count_include_pad = bool(count_include_pad)
+
+    def config(self) -> dict:
+        # the default is left out, so files of models that keep it stay readable by cnnlab 0.2
+        extra = {} if self.count_include_pad else {"count_include_pad": False}
+        return {**super().config(), **extra}
+
+    def _divisor(self, win: shapes.Window) -> np.ndarray | None:
+        """Each window's count of input values when the padding does not count (None: F·F)."""
+        if self.count_include_pad or not any(sum(p) for p in win.pad):
+            return None
+        return kernels.avgpool_counts(win.h.size, win.w.size, *win.kernel, win.stride, win.pad)
+
+    def _build(self, rng: np.random.Generator) -> None:
+        super()._build(rng)
+        divisor = self._divisor(self.win)
+        self.divisor = None if divisor is None else divisor.astype(self.dtype)
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         if training:
             self._cache = x.shape[0]
-        return self._from_2d(kernels.avgpool_forward(self._to_2d(x), kh, kw, stride, pad))
+        return self._from_2d(kernels.avgpool_forward(self._to_2d(x), kh, kw, stride, pad,
+                                                     self.divisor))
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         n = self._take_cache()
         dy = self._check_grad(dy, (n, *self.out_shape))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         return self._from_2d(kernels.avgpool_backward(
-            self._to_2d(dy), self._x2d_shape(n), kh, kw, stride, pad
+            self._to_2d(dy), self._x2d_shape(n), kh, kw, stride, pad, self.divisor
         ))
+
+    def _mean_text(self, input_shape: Shape) -> str:
+        """How each window's sum is divided, when the padding does not count."""
+        counts = self._divisor(self.window(input_shape))
+        if counts is None:
+            return ""
+        low, high = int(counts.min()), int(counts.max())
+        return (f"mean over the input values only (count_include_pad=False): "
+                f"÷{low} to ÷{high} per window")
+
+    def arithmetic(self, input_shape: Shape) -> str:
+        mean = self._mean_text(input_shape)
+        parts = [self.window(input_shape).formulas(show_zero_pad=False), *([mean] if mean else [])]
+        return ";  ".join([*parts, "params = 0"])
+
+    def _param_lines(self, input_shape: Shape) -> list[str]:
+        mean = self._mean_text(input_shape)
+        return [*([mean] if mean else []), *super()._param_lines(input_shape)]
 
 
 class MaxPool1D(MaxPool2D):
