@@ -12,7 +12,7 @@ metrics; data; io, zoo; train; viz; cli. `cl.viz` loads on first use (matplotlib
 
 from cnnlab import data, distributed, optim, runtime, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError, __version__
-from cnnlab.io import load, save
+from cnnlab.io import export_onnx, load, save
 from cnnlab.layers import (
     ELU,
     GELU,
@@ -67,7 +67,7 @@ __all__ = [
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
+    "predict", "export_onnx", "runtime", "save", "viz", "zoo", "distributed", "__version__",
 ]
 
 
