@@ -237,7 +237,7 @@ def test_debug_shows_the_traceback(work):
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "predict", "summary", "explain", "explain conv",
-                                     "explain pool", "zoo", "lr-find", "demo conv"])
+                                     "explain pool", "zoo", "lr-find", "demo conv", "export"])
 def test_every_command_has_help_with_examples(work, command):
     result = cnnlab(*command.split(), "--help", cwd=work)
     assert result.returncode == 0 and "example" in result.stdout

@@ -13,7 +13,7 @@ metrics; data; io, zoo; train; viz; cli; and `testing` (gradient checks), on cor
 
 from cnnlab import data, distributed, optim, runtime, testing, zoo
 from cnnlab.core import DataError, Layer, ModelFileError, Parameter, ShapeError, __version__
-from cnnlab.io import load, save
+from cnnlab.io import export_onnx, load, save
 from cnnlab.layers import (
     ELU,
     GELU,
@@ -74,7 +74,7 @@ __all__ = [
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
     "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "runtime", "save", "testing", "viz", "zoo", "distributed", "__version__",
+    "predict", "export_onnx", "runtime", "save", "testing", "viz", "zoo", "distributed", "__version__",
     "AdaptiveAvgPool2D", "DropPath", "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LayerScale",
 ]
 

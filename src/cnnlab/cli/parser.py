@@ -18,6 +18,7 @@ from cnnlab.cli.common import (
     shape_chw,
     shape_hwd,
 )
+from cnnlab.cli.export import cmd_export
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.lr_find import cmd_lr_find
 from cnnlab.cli.pictures import cmd_demo, cmd_report
@@ -149,6 +150,18 @@ rate and the rule that chose it: the learning rate at the minimum of the smoothe
 the loss, its smoothed curve, the minimum and the suggestion on a log scale.
 """
 
+EXPORT_EXAMPLES = """\
+examples:
+  cnnlab export runs/fmnist/model.safetensors --onnx fmnist.onnx
+  cnnlab export model.safetensors --onnx model.onnx --opset 18
+
+Needs the optional extra: pip install "cnnlab[onnx]". The ONNX graph takes `input`, float32
+(N, C, H, W) with any batch size N, normalised as the model's preprocessing says, and gives
+`output`, the class scores (no softmax). The file's metadata_props hold "preprocess" (mean,
+std, scale, channels, resize, input_size) and "class_names" as JSON. The file is written
+atomically and checked with onnx.checker; a layer that cannot be exported is named.
+"""
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; parse_args gives args.run (the command's function) and
@@ -167,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _lr_find):
+    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _lr_find,
+                _export):
         add(sub, common)
     return parser
 
@@ -330,3 +344,12 @@ def _lr_find(sub, common) -> None:
                    help="weights and sample order (default 0)")
     p.add_argument("--out", default="lr-find.png", metavar="PNG",
                    help="where the plot goes (default lr-find.png; replaced if it exists)")
+
+
+def _export(sub, common) -> None:
+    p = _command(sub, common, "export", cmd_export, "a model file as ONNX (onnxruntime, other runtimes)",
+                 EXPORT_EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=positive_int, default=17, metavar="N",
+                   help="ONNX operator set (default 17; 14 up to the onnx package's newest)")

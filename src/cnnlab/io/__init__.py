@@ -7,6 +7,8 @@
     limits.py        what a file may ask for, checked before anything is built: JSON depth and
                      sizes, finite numbers, Limits (parameters, activations, layers)
     checkpoint.py    training checkpoints: the one owner of their format
+    onnx_export.py   ONNX export: export_onnx, to_onnx (the onnx package imported on use);
+                     onnx_graph.py the graph being built, onnx_layers.py a converter per layer
 
 A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
 "optim.<name>.<slot>") and string metadata:
@@ -48,6 +50,7 @@ from cnnlab.io.limits import (
     footprint,
 )
 from cnnlab.io.model import load, model_from, model_metadata, save
+from cnnlab.io.onnx_export import export_onnx, to_onnx
 from cnnlab.io.tensors import (
     FORMAT,
     FORMAT_VERSION,
@@ -64,7 +67,7 @@ from cnnlab.io.tensors import (
 __all__ = [
     "CHECKPOINT", "FORMAT", "FORMAT_VERSION", "LIMITS_VARIABLE", "MAX_DEPTH", "MAX_HEADER", "MAX_JSON_DEPTH",
     "MAX_JSON_ITEMS", "MAX_JSON_STRING", "WEIGHT_SLACK", "Checkpoint", "Footprint", "Limits",
-    "architecture", "check_footprint", "footprint",
+    "architecture", "check_footprint", "export_onnx", "footprint", "to_onnx",
     "assign", "digest", "from_architecture", "load", "model_from", "model_metadata", "model_tensors",
     "read_checkpoint", "read_file", "restore", "rng_states", "save", "set_rng_states",
     "training_state", "write_checkpoint", "write_file",
