@@ -53,6 +53,7 @@ from cnnlab.train import (
     History,
     PixelRangeWarning,
     evaluate,
+    features,
     fit,
     lr_find,
     predict,
@@ -66,7 +67,7 @@ __all__ = [
     "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "ReLU6", "Residual", "Sequential", "ShapeError",
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
-    "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
+    "Callback", "EarlyStopping", "History", "data", "evaluate", "features", "fit", "load", "lr_find", "optim",
     "predict", "runtime", "save", "viz", "zoo", "distributed", "__version__",
 ]
 
