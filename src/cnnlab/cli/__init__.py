@@ -1,5 +1,5 @@
-"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, summary, explain, zoo,
-report, demo.
+"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, features, summary,
+explain, zoo, report, demo.
 
 Exit status: 0 success; 2 usage error (a bad flag, flag value or config key); 1 failure (a
 missing or corrupt file, a data or shape error, training that diverged), reported as one line
@@ -13,6 +13,8 @@ train, viz, ...), and nothing outside cli imports them but __main__.py, through 
     parser.py    build_parser: one function a command, with its help and examples
     console.py   main: parse, run, exit status
     train.py     cnnlab train          use.py       cnnlab evaluate, predict
+    transfer.py  train's --model FILE, its head, --freeze and --body-lr-scale
+    features.py  cnnlab features (--out FILE.npz, --neighbours FOLDER)
     info.py      cnnlab summary, explain, zoo        pictures.py  cnnlab report, demo
 """
 

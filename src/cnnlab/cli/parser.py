@@ -17,10 +17,13 @@ from cnnlab.cli.common import (
     shape_chw,
     shape_hwd,
 )
+from cnnlab.cli.features import cmd_features
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.pictures import cmd_demo, cmd_report
 from cnnlab.cli.train import AUGMENT, LR, RECIPE, SCHEDULES, cmd_train
+from cnnlab.cli.transfer import freeze_spec, model_spec
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
+from cnnlab.train.features import DISTANCES
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -47,6 +50,33 @@ instead): the val_ columns, early stopping and best.safetensors come from it. Th
 evaluated once, after training. The run directory gets metrics.csv, last.ckpt.safetensors,
 best.safetensors, model.safetensors and config.toml (its options, usable with -c). A config file
 holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
+
+Transfer learning: --model also takes a model file (a run's model.safetensors). Its last Dense
+layer, the head, is replaced by a fresh one when the data has another number of classes (or
+other class names); the layers before it are the body. --freeze body trains the head only,
+--freeze N freezes the first N layers (as `cnnlab summary` lists them); frozen layers get no
+update and their BatchNorm layers keep normalising with their running statistics (inference
+mode), the usual trap. --body-lr-scale S trains every layer, the body at S times the learning
+rate (an optimizer parameter group); with --freeze N it applies to the body's unfrozen layers.
+  cnnlab train --model runs/a/model.safetensors --data photos/ --freeze body --epochs 3
+  cnnlab train --model runs/a/model.safetensors --data photos/ --body-lr-scale 0.1
+"""
+
+FEATURES_EXAMPLES = """\
+examples:
+  cnnlab features model.safetensors --layer relu_3 shirt.png boot.png --out feats.npz
+  cnnlab features model.safetensors photos/queries/ --neighbours photos/all --top 8
+  cnnlab features model.safetensors q.png --layer residual_2.branch.conv2d_1 --out f.npz
+
+--layer names a layer as `cnnlab summary MODEL` lists it, or one inside a container by its
+qualified name (residual_2.branch.conv2d_1); the default is the layer before the head, the
+features the classifier sees. Images are read as `cnnlab predict` reads them; an IMAGE that is a
+folder stands for every image file under it. --out FILE.npz holds features (N, ...) float32,
+files (N,) and layer and model (strings): np.load(FILE) reads it without pickle.
+--neighbours FOLDER writes --page (default neighbours.html), one self-contained HTML file: each
+query image and the --top images under FOLDER nearest to it in the layer's features, flattened,
+by cosine distance 1 − a·b/(‖a‖·‖b‖) (--distance euclidean: ‖a − b‖). A query that is itself in
+FOLDER is not its own neighbour. Exit status 1 if an image could not be read (the rest are used).
 """
 
 EVALUATE_EXAMPLES = """\
@@ -132,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo):
+    for add in (_train, _evaluate, _predict, _features, _summary, _explain, _report, _demo, _zoo):
         add(sub, common)
     return parser
 
@@ -153,8 +183,9 @@ def _train(sub, common) -> None:
         action = p.add_argument(*flags, default=None, **kw)
         actions[next(f for f in flags if f.startswith("--"))[2:]] = action
 
-    option("--model", choices=cl.zoo.names(), metavar="NAME",
-           help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']})")
+    option("--model", type=model_spec, metavar="NAME|FILE",
+           help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']}); or a "
+                ".safetensors model file to start from (transfer learning)")
     option("--data", metavar="NAME|PATH", help="dataset name or folder (default: Fashion-MNIST)")
     option("--input", type=shape_chw, metavar="CxHxW",
            help="model input for image folders, C×H×W: channels first, e.g. 3x64x64")
@@ -175,6 +206,11 @@ def _train(sub, common) -> None:
                 f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
+    option("--freeze", type=freeze_spec, metavar="body|N",
+           help="train only the head (body: every layer before the last Dense layer) or all but "
+                "the first N layers; frozen BatchNorm uses its running statistics")
+    option("--body-lr-scale", type=non_negative, metavar="S",
+           help="the body's learning rate is S times --lr (e.g. 0.1: fine-tune gently)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 
@@ -199,6 +235,23 @@ def _predict(sub, common) -> None:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG, ... files")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes shown (default 5)")
+
+
+def _features(sub, common) -> None:
+    p = _command(sub, common, "features", cmd_features,
+                 "a layer's activations for images, and their nearest neighbours", FEATURES_EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of them")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the layer whose output is wanted (default: the one before the head)")
+    p.add_argument("--out", metavar="FILE.npz", help="write the features here (numpy .npz)")
+    p.add_argument("--neighbours", metavar="FOLDER",
+                   help="show each image's nearest images of FOLDER on an HTML page (--page)")
+    p.add_argument("--page", default="neighbours.html", metavar="FILE.html",
+                   help="the page --neighbours writes (default neighbours.html)")
+    p.add_argument("--top", type=positive_int, default=5, metavar="K",
+                   help="neighbours shown per image (default 5)")
+    p.add_argument("--distance", choices=DISTANCES, default="cosine", help="default cosine")
 
 
 def _summary(sub, common) -> None:
