@@ -109,8 +109,7 @@ def body_groups(model, opts: dict) -> list[dict] | None:
     """The optimizer's parameter groups for --body-lr-scale S: the body at S times the lr."""
     if "body-lr-scale" not in opts:
         return None
-    params = model.parameters()
-    names = [n for n in model.body_names() if any(k.startswith(n + ".") for k in params)]
+    names = model.body_names()
     say(f"body ({names[0]} … {names[-1]}) at lr × {opts['body-lr-scale']:g}" if names else
         "--body-lr-scale: the model has no body before its head")
     return [{"name": "body", "params": names, "lr_scale": opts["body-lr-scale"]}] if names else None

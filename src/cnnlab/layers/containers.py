@@ -186,9 +186,11 @@ class Sequential(Layer):
         return i
 
     def body_names(self) -> list[str]:
-        """The names of the layers before the head (head_index): what freeze(up_to="head")
-        freezes, and a parameter group's params for a lower body learning rate."""
-        return [layer.name for layer in self.layers[: self.head_index("body_names")]]
+        """The names of the body's layers that hold parameters (the body: every layer before
+        the head, see head_index; what freeze(up_to="head") freezes): the params of an
+        optimizer group that gives the body a lower learning rate."""
+        return [layer.name for layer in self.layers[: self.head_index("body_names")]
+                if layer.parameters()]
 
     def replace_head(self, num_classes: int, *, seed: int = 0) -> Sequential:
         """Replaces the head (head_index: the last Dense layer) by a new one with `num_classes`
