@@ -99,7 +99,8 @@ def freeze(model, opts: dict) -> None:
         return
     norms = sum(isinstance(inner, cl.BatchNorm1D | cl.BatchNorm2D) for layer in layers[:stop]
                 for inner in [layer, *(x for _, x in walk(layer))])
-    say(f"frozen: {layers[0].name} … {layers[stop - 1].name} ({stop} layers, "
+    span = layers[0].name if stop == 1 else f"{layers[0].name} … {layers[stop - 1].name}"
+    say(f"frozen: {span} ({stop} layer{'s' if stop > 1 else ''}, "
         f"{sum(p.size for p in params if not p.trainable):,} parameters"
         + (f"; their {norms} BatchNorm layers use their running statistics" if norms else "")
         + f"); training {trained:,} parameters")

@@ -177,7 +177,7 @@ class Sequential(Layer):
         `who`) when there is no Dense layer or a weighted layer follows the last one."""
         i = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
         if i is None:
-            raise ValueError(f"{who}: the model has no Dense layer to replace.")
+            raise ValueError(f"{who}: the model has no Dense layer (a head to replace).")
         # a container after it may hold the real head (rebuilding it would re-initialise it)
         if later := [layer for layer in self.layers[i + 1 :]
                      if any(isinstance(inner, WeightedMixin) for inner in [layer, *_inner(layer)])]:

@@ -26,7 +26,10 @@ def feature_layer(model, layer: str | None = None) -> tuple[str, int]:
     """(the qualified name of the layer `layer` names, the position in model.layers of the
     top-level layer holding it). None: the layer before the head. A ValueError lists the names."""
     if layer is None:
-        head = model.head_index("features")
+        try:
+            head = model.head_index("features")
+        except ValueError as error:
+            raise ValueError(f"{error} Name the layer whose output you want (layer=...)") from None
         if head == 0:
             raise ValueError(f"features: the head {model.layers[0].label} is the first layer: "
                              "name the layer whose output you want (layer=...)")
