@@ -94,8 +94,8 @@ def extract(model, layer: str, files: list[str], *, keep_images: bool = False):
 
 
 def write_npz(path: str, feats: np.ndarray, names: list[str], layer: str, model: str) -> None:
-    """features (N, ...), files (N,) str, layer and model (str): plain arrays, loadable with
-    np.load(path) (allow_pickle stays False); written atomically."""
+    """features (N, ...), files (N,) str, layer and model (str): plain arrays (no object
+    arrays, so NumPy reads the file with its default, safe settings); written atomically."""
     buffer = io.BytesIO()
     np.savez(buffer, features=feats, files=np.array([readable(n) for n in names], dtype=str),
              layer=np.array(layer), model=np.array(readable(str(model))))

@@ -72,7 +72,7 @@ examples:
 qualified name (residual_2.branch.conv2d_1); the default is the layer before the head, the
 features the classifier sees. Images are read as `cnnlab predict` reads them; an IMAGE that is a
 folder stands for every image file under it. --out FILE.npz holds features (N, ...) float32,
-files (N,) and layer and model (strings): np.load(FILE) reads it without pickle.
+files (N,) and layer and model (strings), plain arrays: NumPy's default, safe loader reads it.
 --neighbours FOLDER writes --page (default neighbours.html), one self-contained HTML file: each
 query image and the --top images under FOLDER nearest to it in the layer's features, flattened,
 by cosine distance 1 − a·b/(‖a‖·‖b‖) (--distance euclidean: ‖a − b‖). A query that is itself in
