@@ -154,11 +154,13 @@ def _resumed(checkpoint: Path):
 
 def _data(opts: dict, source: Source, model):
     """(x, y, class names) for training, the folder's own validation images or None, and (xt,
-    yt, what) for testing, shaped for the resumed model, the --input or the zoo model's default
-    input."""
-    if model is None:
+    yt, what) for testing, shaped for the resumed model or --model file, the --input or the zoo
+    model's default input."""
+    if model is not None:  # resumed, or --model FILE
+        want = model.input_shape
+    else:
         default = inspect.signature(cl.zoo.MODELS[opts["model"]]).parameters["input_shape"].default
-    want = model.input_shape if model else opts.get("input", default)
+        want = opts.get("input", default)
     x, y, names, _ = source.load("train", want)
     xt, yt, _, what = source.load("test", want)
     if "input" in opts and source.kind != "folder" and tuple(opts["input"]) != x.shape[1:]:
