@@ -60,6 +60,7 @@ from cnnlab.train import (
     History,
     PixelRangeWarning,
     evaluate,
+    features,
     fit,
     lr_find,
     predict,
@@ -73,8 +74,9 @@ __all__ = [
     "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "ReLU6", "Residual", "Sequential", "ShapeError",
     "SiLU", "Sigmoid",
     "SoftmaxCrossEntropy", "SqueezeExcite", "Swish", "Tanh",
-    "Callback", "EarlyStopping", "History", "data", "evaluate", "fit", "load", "lr_find", "optim",
-    "predict", "export_onnx", "runtime", "save", "testing", "viz", "zoo", "distributed", "__version__",
+    "Callback", "EarlyStopping", "History", "data", "evaluate", "features", "fit", "load", "lr_find",
+    "optim", "predict", "export_onnx", "runtime", "save", "testing", "viz", "zoo", "distributed",
+    "__version__",
     "AdaptiveAvgPool2D", "DropPath", "GlobalMaxPool2D", "GroupNorm", "LayerNorm", "LayerScale",
 ]
 

@@ -4,7 +4,9 @@ Each optimizer applies exactly PyTorch's update rule (torch.optim 2.13, one para
 Symbols: p a parameter, g its gradient ∂L/∂p, lr the learning rate, λ the weight decay, t the
 number of updates this parameter has had (1 on its first step). Weight decay is L2, g ← g + λ·p
 before the rule, except AdamW's decoupled p ← p·(1 − lr·λ). Per batch, after model.backward:
-`opt.lr = schedule(epoch); opt.step()`.
+`opt.lr = schedule(epoch); opt.step()`. Every optimizer also takes `groups` (per-group lr scale
+and weight decay) and `no_decay` (no weight decay for biases and BatchNorm's γ, β): see
+cnnlab.param_groups; lr and λ above are then each parameter's own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from cnnlab import param_groups
 from cnnlab.core import Layer
 from cnnlab.schedules import (
     ConstantLR,
@@ -34,16 +37,17 @@ class Optimizer:
     `lr` is a plain attribute: a training loop or a `Schedule` may set it between steps.
     Subclasses list `_hyper` (constructor arguments other than lr) and implement `_slots` and
     `_update(p, g, state, t, lr)`, which changes p and state in place and never g; g arrives with
-    the L2 decay λ·p already added unless the class decouples it.
+    the L2 decay λ·p already added (a decoupled class's decay is already applied to p), and lr
+    is the parameter's own (its group's scale applied).
     """
 
     _hyper: tuple[str, ...] = ()
     weight_decay = 0.0
-    _decoupled = False  # True: the subclass applies its weight decay itself
+    _decoupled = False  # True: decoupled decay, p ← p·(1 − lr·λ) before the rule (AdamW)
     #: state slot → the hyperparameter that switches it on (None: always there)
     _slot_rules: dict[str, str | None] = {}
 
-    def __init__(self, model: Layer, lr: float) -> None:
+    def __init__(self, model: Layer, lr: float, *, groups=None, no_decay: bool = False) -> None:
         if not isinstance(model, Layer):
             raise ValueError(f"{self.kind}: expected a cnnlab model (a Layer such as Sequential). "
                              f"Received: {type(model).__name__}")
@@ -52,6 +56,24 @@ class Optimizer:
         self.state: dict[str, dict[str, np.ndarray]] = {}
         self.param_steps: dict[str, int] = {}
         self.iterations = 0
+        self._set_groups(groups, no_decay)
+
+    def _set_groups(self, groups, no_decay) -> None:
+        """Checks and keeps the parameter groups (cnnlab.param_groups) and no_decay."""
+        params = self.model.parameters()
+        self.groups = param_groups.check_groups(self.kind, groups, params)
+        self.no_decay = bool(no_decay)
+        self._group_of = param_groups.table(self.groups, params)
+
+    def settings(self, name: str, p) -> tuple[float, float]:
+        """(lr scale, weight decay λ) of the parameter `name` (cnnlab.param_groups)."""
+        i = self._group_of.get(name)
+        group = None if i is None else self.groups[i]
+        decay = self.weight_decay if group is None or group["weight_decay"] is None \
+            else group["weight_decay"]
+        if self.no_decay and param_groups.exempt(name, p):
+            decay = 0.0
+        return (1.0 if group is None else group["lr_scale"]), decay
 
     @property
     def kind(self) -> str:
@@ -69,7 +91,9 @@ class Optimizer:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.hyperparameters()}.items())
-        return f"{self.kind}({args})"
+        if self.groups:
+            args += f", groups=[{param_groups.describe(self.groups, self.model.parameters())}]"
+        return f"{self.kind}({args}{', no_decay=True' if self.no_decay else ''})"
 
     def step(self) -> None:
         """Applies one update to every parameter with trainable=True and a grad, in place on .data."""
@@ -88,10 +112,14 @@ class Optimizer:
         for name, p in todo:
             # a float64 grad must not turn float32 weights or state into float64
             g = np.asarray(p.grad).astype(p.data.dtype, copy=False)
-            if self.weight_decay and not self._decoupled:
-                g = g + self.weight_decay * p.data
+            scale, decay = self.settings(name, p)
+            lr_p = lr * scale  # × 1.0 without groups: exactly lr
+            if decay and not self._decoupled:
+                g = g + decay * p.data
+            elif decay:  # AdamW: p ← p·(1 − lr·λ) before the rule
+                p.data *= 1 - lr_p * decay
             t = self.param_steps.get(name, 0) + 1
-            self._update(p.data, g, self.state.setdefault(name, {}), t, lr)
+            self._update(p.data, g, self.state.setdefault(name, {}), t, lr_p)
             self.param_steps[name] = t
         self.iterations += 1
 
@@ -110,10 +138,14 @@ class Optimizer:
         step counts and the model's parameter shapes). Arrays are copies."""
         arrays = {f"{name}.{slot}": a.copy() for name, slots in self.state.items()
                   for slot, a in slots.items()}
+        params = self.model.parameters()
         meta = {
             "type": self.kind, "lr": float(self.lr), "hyperparameters": self.hyperparameters(),
             "step": self.iterations, "param_steps": dict(self.param_steps),
-            "parameters": {n: list(p.shape) for n, p in self.model.parameters().items()},
+            "parameters": {n: list(p.shape) for n, p in params.items()},
+            "groups": [dict(g, params=list(g["params"])) for g in self.groups],
+            "no_decay": self.no_decay,
+            "frozen": [n for n, p in params.items() if not p.trainable],
         }
         return arrays, meta
 
@@ -138,7 +170,14 @@ class Optimizer:
         if set(meta["hyperparameters"]) != set(self._hyper):
             raise ValueError(f"{who}: expected hyperparameters {sorted(self._hyper)}. "
                              f"Received: {sorted(meta['hyperparameters'])}")
-        fresh = type(self)(self.model, lr=meta["lr"], **meta["hyperparameters"])  # validates them
+        # validates them (groups and no_decay: absent from checkpoints before 0.3)
+        fresh = type(self)(self.model, lr=meta["lr"], **meta["hyperparameters"],
+                           groups=meta.get("groups"), no_decay=meta.get("no_decay", False))
+        frozen = sorted(n for n, p in params.items() if not p.trainable)
+        if "frozen" in meta and sorted(map(str, meta["frozen"])) != frozen:
+            raise ValueError(f"{who}: the state was saved with {_listed(meta['frozen'])} frozen; "
+                             f"this model has {_listed(frozen)} frozen. Freeze the same layers "
+                             "(model.freeze) before loading it")
         steps = {str(n): int(t) for n, t in meta["param_steps"].items()}
         if unknown := sorted(set(steps) - set(params)):
             raise ValueError(f"{who}: step counts for parameters not in the model: {', '.join(unknown)}.")
@@ -155,9 +194,17 @@ class Optimizer:
         for name, slots in state.items():
             if missing := [f"{name}.{s}" for s in fresh._slots if s not in slots]:
                 raise ValueError(f"{who}: no saved array {', '.join(missing)}.")
-        for k in ("lr", *self._hyper):
+        for k in ("lr", *self._hyper, "groups", "no_decay", "_group_of"):
             setattr(self, k, getattr(fresh, k))
         self.state, self.param_steps, self.iterations = state, steps, int(meta["step"])
+
+
+def _listed(names) -> str:
+    """"nothing", "conv2d_1.weight" or "conv2d_1.weight, conv2d_1.bias and 3 more"."""
+    names = list(names)
+    if not names:
+        return "nothing"
+    return ", ".join(names[:2]) + (f" and {len(names) - 2} more" if len(names) > 2 else "")
 
 
 class SGD(Optimizer):
@@ -173,8 +220,9 @@ class SGD(Optimizer):
     _slot_rules = {"momentum_buffer": "momentum"}
 
     def __init__(self, model: Layer, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
-                 nesterov: bool = False, weight_decay: float = 0.0) -> None:
-        super().__init__(model, lr)
+                 nesterov: bool = False, weight_decay: float = 0.0, *, groups=None,
+                 no_decay: bool = False) -> None:
+        super().__init__(model, lr, groups=groups, no_decay=no_decay)
         self.momentum = _number("SGD", "momentum", momentum)
         self.dampening = _number("SGD", "dampening", dampening, 0.0, 1.0)
         self.weight_decay = _number("SGD", "weight_decay", weight_decay)
@@ -208,8 +256,9 @@ class Adam(Optimizer):
     _slot_rules = {"exp_avg": None, "exp_avg_sq": None, "max_exp_avg_sq": "amsgrad"}
 
     def __init__(self, model: Layer, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False) -> None:
-        super().__init__(model, lr)
+                 eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, *,
+                 groups=None, no_decay: bool = False) -> None:
+        super().__init__(model, lr, groups=groups, no_decay=no_decay)
         if not (isinstance(betas, tuple | list) and len(betas) == 2):
             raise ValueError(f"{self.kind}: betas must be a pair (β₁, β₂). Received: betas={betas!r}")
         self.betas = tuple(_number(self.kind, f"betas[{i}]", b, 0.0, 1.0, open_high=True)
@@ -220,8 +269,6 @@ class Adam(Optimizer):
 
     def _update(self, p, g, state, t, lr):
         b1, b2 = self.betas
-        if self._decoupled and self.weight_decay:
-            p *= 1 - lr * self.weight_decay
         m, v = self._buffer(state, "exp_avg", p), self._buffer(state, "exp_avg_sq", p)
         m += (1 - b1) * (g - m)  # = β₁·m + (1 − β₁)·g, written as torch's lerp_ computes it
         v *= b2
@@ -243,8 +290,10 @@ class AdamW(Adam):
     _decoupled = True
 
     def __init__(self, model: Layer, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False) -> None:
-        super().__init__(model, lr, betas, eps, weight_decay, amsgrad)
+                 eps: float = 1e-8, weight_decay: float = 0.01, amsgrad: bool = False, *,
+                 groups=None, no_decay: bool = False) -> None:
+        super().__init__(model, lr, betas, eps, weight_decay, amsgrad, groups=groups,
+                         no_decay=no_decay)
 
 
 class RMSProp(Optimizer):
@@ -261,8 +310,9 @@ class RMSProp(Optimizer):
     _slot_rules = {"square_avg": None, "grad_avg": "centered", "momentum_buffer": "momentum"}
 
     def __init__(self, model: Layer, lr: float = 0.01, alpha: float = 0.99, eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False) -> None:
-        super().__init__(model, lr)
+                 weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False, *,
+                 groups=None, no_decay: bool = False) -> None:
+        super().__init__(model, lr, groups=groups, no_decay=no_decay)
         self.alpha = _number("RMSProp", "alpha", alpha, 0.0, 1.0)
         self.eps = _number("RMSProp", "eps", eps)
         self.weight_decay = _number("RMSProp", "weight_decay", weight_decay)
@@ -302,8 +352,9 @@ class AdaGrad(Optimizer):
     _slot_rules = {"sum": None}
 
     def __init__(self, model: Layer, lr: float = 0.01, lr_decay: float = 0.0, weight_decay: float = 0.0,
-                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
-        super().__init__(model, lr)
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10, *, groups=None,
+                 no_decay: bool = False) -> None:
+        super().__init__(model, lr, groups=groups, no_decay=no_decay)
         self.lr_decay = _number("AdaGrad", "lr_decay", lr_decay)
         self.weight_decay = _number("AdaGrad", "weight_decay", weight_decay)
         self.initial_accumulator_value = _number(

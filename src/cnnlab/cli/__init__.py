@@ -1,5 +1,5 @@
-"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, summary, explain, zoo,
-report, demo, lr-find, export.
+"""The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, features, summary,
+explain, zoo, report, demo, lr-find, export.
 
 Exit status: 0 success; 2 usage error (a bad flag, flag value or config key); 1 failure (a
 missing or corrupt file, a data or shape error, training that diverged), reported as one line
@@ -10,9 +10,12 @@ train, viz, ...), and nothing outside cli imports them but __main__.py, through 
 
     common.py    UsageError, Failure, say, one_line, the flag types
     runs.py      a run directory: its file names, config.toml written and read, its recorded data
-    parser.py    build_parser: one function a command, with its help and examples
+    parser.py    build_parser: one function a command, with its flags and help
+    examples.py  the examples and explanations at the end of each command's --help
     console.py   main: parse, run, exit status
     train.py     cnnlab train          use.py       cnnlab evaluate, predict
+    transfer.py  train's --model FILE, its head, --freeze and --body-lr-scale
+    features.py  cnnlab features (--out FILE.npz, --neighbours FOLDER)
     info.py      cnnlab summary, explain, zoo        pictures.py  cnnlab report, demo
     lr_find.py   cnnlab lr-find
     export.py    cnnlab export (ONNX)

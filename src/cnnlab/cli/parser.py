@@ -18,150 +18,29 @@ from cnnlab.cli.common import (
     shape_chw,
     shape_hwd,
 )
+from cnnlab.cli.examples import (
+    DEMO_EXAMPLES,
+    EVALUATE_EXAMPLES,
+    EXPLAIN_EXAMPLES,
+    EXPORT_EXAMPLES,
+    FEATURES_EXAMPLES,
+    LR_FIND_EXAMPLES,
+    PREDICT_EXAMPLES,
+    REPORT_EXAMPLES,
+    SUMMARY_EXAMPLES,
+    TRAIN_EXAMPLES,
+)
 from cnnlab.cli.export import cmd_export
+from cnnlab.cli.features import cmd_features
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.lr_find import cmd_lr_find
 from cnnlab.cli.pictures import cmd_demo, cmd_report
 from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
+from cnnlab.cli.transfer import freeze_spec, model_spec
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
+from cnnlab.train.features import DISTANCES
 
 RAW = argparse.RawDescriptionHelpFormatter
-
-TRAIN_EXAMPLES = """\
-examples:
-  cnnlab train                                  # fmnist-cnn on Fashion-MNIST, the default recipe
-  cnnlab train --model lenet5 --epochs 10 --optimizer adam --lr 1e-3
-  cnnlab train --data cifar10 --model fmnist-cnn --augment flip-crop --out runs/cifar
-  cnnlab train --augment flip,crop=2,rotate=15,brightness=0.2
-  cnnlab train --data photos/ --input 3x64x64   # photos/<class>/*.jpg, or photos/train/ and test/
-  cnnlab train -c recipe.toml --epochs 20       # flags override the file
-  cnnlab train --resume runs/cifar --epochs 30  # continue a run (--epochs is the total)
-
-The default recipe: SGD with Nesterov momentum 0.9, lr 0.05, weight decay 5e-4, batch 128,
-cosine schedule with warm-up over the first tenth, 5 epochs, no augmentation (other optimizers'
-default lr: adam/adamw/rmsprop 1e-3, adagrad 0.01). Data: the full Fashion-MNIST if installed
-(sudo apt-get install dataset-fashion-mnist), else the bundled 10,000-image subset. --data takes
-a name (fashion-mnist, mnist, cifar10, fashion-mnist-mini) or a folder: IDX files, CIFAR-10 .bin
-files, or an image folder with one subfolder per class (then 1 image in 10 is held out for
-testing unless it has train/ and test/ subfolders).
-
-Train, validation, test: --val-split (default 0.1) of the training images, stratified by class
-and drawn from the seed after --limit, is held out for validation (a folder's own val/ is used
-instead): the val_ columns, early stopping and best.safetensors come from it. The test split is
-evaluated once, after training. The run directory gets metrics.csv, last.ckpt.safetensors,
-best.safetensors, model.safetensors and config.toml (its options, usable with -c). A config file
-holds the long flags as keys: epochs = 10, batch-size = 64, lr = 0.1.
-
---augment SPEC: terms separated by commas, applied to each training batch in that order, each
-with an optional value (its default in brackets); random per image, from --seed:
-  flip[=P]            mirror left-right with probability P (0.5)
-  crop[=PAD]          shift by up to ±PAD pixels, zero padded (2)
-  erase[=P]           blank a random rectangle with probability P (0.5)
-  rotate[=DEG]        rotate by up to ±DEG degrees, bilinear, border pixels repeated (15)
-  resized-crop[=MIN]  a random part of MIN-100% of the area, aspect 3/4-4/3, stretched back (0.08)
-  brightness[=B]      pixels times a factor in [1-B, 1+B], clipped to black-white (0.2)
-  contrast[=C]        pixels pulled towards or pushed from the image's mean grey by [1-C, 1+C] (0.2)
-Presets: none, flip-crop (= flip,crop=2), flip-crop-erase (= flip,crop=2,erase). The run's
-config.toml records the spec with every value written out, e.g. augment = "flip=0.5,rotate=15".
-"""
-
-EVALUATE_EXAMPLES = """\
-examples:
-  cnnlab evaluate runs/fmnist-cnn-20250101-120000/model.safetensors
-  cnnlab evaluate model.safetensors --data mnist --split test
-  cnnlab evaluate model.safetensors --data photos/            # the tenth train held out
-  cnnlab evaluate model.safetensors --data photos/test --split all
-
-Without --data: the data recorded in the model's run directory (config.toml), else Fashion-MNIST.
-An image folder without train/ and test/ subfolders is split as cnnlab train split it: --split
-test (the default) scores the held-out tenth of each class (the 10th, 20th, ... file by name),
---split train the rest, --split all every image.
-"""
-
-PREDICT_EXAMPLES = """\
-examples:
-  cnnlab predict model.safetensors shirt.jpg boot.png
-  cnnlab predict model.safetensors *.png --json --top 3
-
-Each image is converted to the model's input with Pillow: grayscale or RGB, brought to its size
-by the model's recorded rule (stretched, or its shorter side fitted and the middle cut out;
-stderr says what changed). Colours are not inverted: Fashion-MNIST and MNIST show light
-objects on a dark background, so invert a photo of a dark object on a light background first.
---json prints one object a line: {"file": ..., "top": [{"class": ..., "prob": ...}, ...]}
-(--top K entries, most likely first).
-"""
-
-SUMMARY_EXAMPLES = """\
-examples:
-  cnnlab summary fmnist-cnn
-  cnnlab summary lenet5 --input 3x32x32 --classes 100
-  cnnlab summary runs/x/model.safetensors
-"""
-
-EXPLAIN_EXAMPLES = """\
-examples (the lecture's; --input is H×W×D, depth last, as the lecture writes it):
-  cnnlab explain conv --input 32x32x3 --filters 10 --size 5 --stride 1 --pad 2
-  cnnlab explain pool --input 7x7x3 --size 3 --stride 3
-
-A configuration that does not fit is explained too, with the arithmetic and what would fit;
-the exit status is 0 whenever an explanation is printed.
-"""
-
-REPORT_EXAMPLES = """\
-examples:
-  cnnlab report runs/fmnist                     # writes runs/fmnist/report.html
-  cnnlab report runs/photos --data photos/      # test images from another place
-
-One HTML file, images inline, nothing fetched: the model summary, the training curves, the
-confusion matrix, the per-class accuracy, the first layer's filters, the feature maps of a few
-test images and the most confident mistakes. cnnlab train writes it at the end of every run.
-Without --data: the data recorded in the run's config.toml.
-"""
-
-DEMO_EXAMPLES = """\
-examples:
-  cnnlab demo conv                              # the lecture's: 5x5x3 input, 2 filters, stride 2, pad 1
-  cnnlab demo conv --out demo                   # the same, and demo/demo.html and demo/demo.gif
-  cnnlab demo conv --input 7x7x1 --filters 1 --size 3 --stride 2 --pad 0 --out demo7
-  cnnlab demo conv --seed 3                     # the lecture's shapes, random numbers
-
-Prints the numbers as the lecture's slide shows them: the input volume (padded), each filter
-W0, W1, ... with its bias, and the output volume, one depth slice x[:, :, d] a grid. With --out,
-also writes DIR/demo.html (open it in a browser: "toggle movement", prev and next; keys:
-space, ← →) and DIR/demo.gif, walking through every output position with its dot product.
-The lecture's configuration uses its numbers; others (or --seed) use small random integers.
-The outputs are computed by cnnlab's Conv2D. --input is H×W×D, depth last, as the lecture
-writes it.
-"""
-
-
-LR_FIND_EXAMPLES = """\
-examples:
-  cnnlab lr-find                                # fmnist-cnn on Fashion-MNIST, SGD: lr-find.png
-  cnnlab lr-find --model lenet5 --optimizer adam --out lenet-lr.png
-  cnnlab lr-find --data photos/ --input 3x64x64 --limit 2000
-
-The learning-rate range test (Smith 2017): one mini-batch per step, the learning rate growing
-geometrically from --start to --end over --steps steps, until the loss passes 4 times its
-lowest value. The model's weights are the zoo model's from --seed; the optimizer's other
-settings are cnnlab train's defaults (or --momentum, --weight-decay). Prints the suggested
-rate and the rule that chose it: the learning rate at the minimum of the smoothed loss
-(exponential moving average, β = 0.98, bias-corrected), divided by 10. The plot (PNG) shows
-the loss, its smoothed curve, the minimum and the suggestion on a log scale.
-"""
-
-EXPORT_EXAMPLES = """\
-examples:
-  cnnlab export runs/fmnist/model.safetensors --onnx fmnist.onnx
-  cnnlab export model.safetensors --onnx model.onnx --opset 18
-
-Needs the optional extra: pip install "cnnlab[onnx]". The ONNX graph takes `input`, float32
-(N, C, H, W) with any batch size N, normalised as the model's preprocessing says, and gives
-`output`, the class scores (no softmax). The file's metadata_props hold "preprocess" (mean,
-std, scale, channels, resize, input_size) and "class_names" as JSON. The file is written
-atomically and checked with onnx.checker; a layer that cannot be exported is named.
-"""
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; parse_args gives args.run (the command's function) and
@@ -180,8 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _lr_find,
-                _export):
+    for add in (_train, _evaluate, _predict, _features, _summary, _explain, _report, _demo, _zoo,
+                _lr_find, _export):
         add(sub, common)
     return parser
 
@@ -202,8 +81,9 @@ def _train(sub, common) -> None:
         action = p.add_argument(*flags, default=None, **kw)
         actions[next(f for f in flags if f.startswith("--"))[2:]] = action
 
-    option("--model", choices=cl.zoo.names(), metavar="NAME",
-           help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']})")
+    option("--model", type=model_spec, metavar="NAME|FILE",
+           help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']}); or a "
+                ".safetensors model file to start from (transfer learning)")
     option("--data", metavar="NAME|PATH", help="dataset name or folder (default: Fashion-MNIST)")
     option("--input", type=shape_chw, metavar="CxHxW",
            help="model input for image folders, C×H×W: channels first, e.g. 3x64x64")
@@ -229,6 +109,11 @@ def _train(sub, common) -> None:
     option("--sync-batchnorm", action="store_true",
            help="under mpiexec: BatchNorm's batch statistics over all processes' samples (as one "
                 "process computes them) instead of each process's own share")
+    option("--freeze", type=freeze_spec, metavar="body|N",
+           help="train only the head (body: every layer before the last Dense layer) or all but "
+                "the first N layers; frozen BatchNorm uses its running statistics")
+    option("--body-lr-scale", type=non_negative, metavar="S",
+           help="the body's learning rate is S times --lr (e.g. 0.1: fine-tune gently)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 
@@ -253,6 +138,23 @@ def _predict(sub, common) -> None:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG, ... files")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes shown (default 5)")
+
+
+def _features(sub, common) -> None:
+    p = _command(sub, common, "features", cmd_features,
+                 "a layer's activations for images, and their nearest neighbours", FEATURES_EXAMPLES)
+    p.add_argument("model", metavar="MODEL", help="a .safetensors model file")
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files or folders of them")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the layer whose output is wanted (default: the one before the head)")
+    p.add_argument("--out", metavar="FILE.npz", help="write the features here (numpy .npz)")
+    p.add_argument("--neighbours", metavar="FOLDER",
+                   help="show each image's nearest images of FOLDER on an HTML page (--page)")
+    p.add_argument("--page", default="neighbours.html", metavar="FILE.html",
+                   help="the page --neighbours writes (default neighbours.html)")
+    p.add_argument("--top", type=positive_int, default=5, metavar="K",
+                   help="neighbours shown per image (default 5)")
+    p.add_argument("--distance", choices=DISTANCES, default="cosine", help="default cosine")
 
 
 def _summary(sub, common) -> None:

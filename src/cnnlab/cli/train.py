@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 
 import cnnlab as cl
+from cnnlab.cli import transfer
 from cnnlab.cli.common import Failure, UsageError, one_line, printable, say
 from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir, write_config
 from cnnlab.core import volume
@@ -28,7 +29,8 @@ AUGMENT = tuple(augment.PRESETS)  # the presets; --augment also takes terms (cnn
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
-FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input")
+FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input", "freeze",
+         "body-lr-scale")
 
 
 def train_options(args) -> tuple[dict, Path | None]:
@@ -60,6 +62,7 @@ def train_options(args) -> tuple[dict, Path | None]:
     opts.setdefault("lr", LR[name])
     opts.setdefault("weight-decay", WEIGHT_DECAY.get(name, 0.0))
     opts.pop("resume", None)
+    transfer.check(opts)
     return opts, checkpoint
 
 
@@ -82,8 +85,10 @@ def _check_folder(chosen: dict, folder: Path) -> None:
 
 
 def _comparable(key: str, value):
-    """A value as the run records it: a data folder by its absolute path."""
+    """A value as the run records it: a data folder or a model file by its absolute path."""
     if key == "data" and value is not None and value not in DATASETS:
+        return str(Path(value).resolve())
+    if key == "model" and value is not None and transfer.is_model_file(value):
         return str(Path(value).resolve())
     return value
 
@@ -107,13 +112,16 @@ def _switch_optimizer(explicit: dict, *files: dict) -> None:
 def make_optimizer(model, opts: dict):
     """The optimizer named by opts (SGD with momentum > 0 is Nesterov's)."""
     name, lr, decay = opts["optimizer"], opts["lr"], opts["weight-decay"]
+    groups = {"groups": transfer.body_groups(model, opts)}  # --body-lr-scale
     if name == "sgd":
         momentum = opts.get("momentum", 0.0)
-        return cl.optim.SGD(model, lr=lr, momentum=momentum, nesterov=momentum > 0, weight_decay=decay)
+        return cl.optim.SGD(model, lr=lr, momentum=momentum, nesterov=momentum > 0,
+                            weight_decay=decay, **groups)
     if name == "rmsprop":
-        return cl.optim.RMSProp(model, lr=lr, momentum=opts.get("momentum", 0.0), weight_decay=decay)
+        return cl.optim.RMSProp(model, lr=lr, momentum=opts.get("momentum", 0.0), weight_decay=decay,
+                                **groups)
     return {"adam": cl.optim.Adam, "adamw": cl.optim.AdamW, "adagrad": cl.optim.AdaGrad}[name](
-        model, lr=lr, weight_decay=decay)
+        model, lr=lr, weight_decay=decay, **groups)
 
 
 def make_schedule(kind: str, lr: float, epochs: int, steps_per_epoch: int):
@@ -142,10 +150,13 @@ def _resumed(checkpoint: Path):
 
 def _data(opts: dict, source: Source, model):
     """(x, y, class names) for training, the folder's own validation images or None, and (xt,
-    yt, what) for testing, shaped for the resumed model, the --input or the zoo model's default
-    input."""
-    default_input = inspect.signature(cl.zoo.MODELS[opts["model"]]).parameters["input_shape"].default
-    want = model.input_shape if model else opts.get("input", default_input)
+    yt, what) for testing, shaped for the resumed model or --model file, the --input or the zoo
+    model's default input."""
+    if model is not None:  # resumed, or --model FILE
+        want = model.input_shape
+    else:
+        default = inspect.signature(cl.zoo.MODELS[opts["model"]]).parameters["input_shape"].default
+        want = opts.get("input", default)
     x, y, names, _ = source.load("train", want)
     xt, yt, _, what = source.load("test", want)
     if "input" in opts and source.kind != "folder" and tuple(opts["input"]) != x.shape[1:]:
@@ -162,18 +173,23 @@ def _data(opts: dict, source: Source, model):
 
 
 def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names: list[str]):
-    """The resumed model, checked against the images; else a new zoo model for them."""
-    if model is None:
+    """The resumed model, checked against the images; else the --model file, its head fitted to
+    the classes (cli.transfer), or a new zoo model for them; --freeze applied."""
+    if model is None or checkpoint is None:
         if len(names) < 2:
             raise Failure(f"{printable(source.spec)} has {len(names)} class"
                           f"{'' if len(names) == 1 else 'es'} ({printable(', '.join(names))}); "
                           "a classifier needs at least two: one folder of images per class")
+    if model is None:
         model = cl.zoo.get(opts["model"], num_classes=len(names), input_shape=x.shape[1:],
                            seed=opts["seed"])
         model.class_names = names
     elif model.input_shape != x.shape[1:]:
-        raise Failure(f"{checkpoint} takes {volume(model.input_shape)} inputs; {source.spec} has "
-                      f"{volume(x.shape[1:])} images")
+        raise Failure(f"{checkpoint or opts['model']} takes {volume(model.input_shape)} inputs; "
+                      f"{source.spec} has {volume(x.shape[1:])} images")
+    elif checkpoint is None:
+        transfer.fit_head(model, names, opts["seed"])
+    transfer.freeze(model, opts)
     return model
 
 
@@ -230,13 +246,14 @@ def cmd_train(args) -> int:
     source = Source(opts["data"], holdout=True, report=lambda text: say(printable(text)),
                     lazy=True if args.comm is not None else None)
     opts["data"] = source.stored
-    model, done = _resumed(checkpoint) if checkpoint else (None, 0)
+    model, done = _resumed(checkpoint) if checkpoint else (transfer.start_model(opts), 0)
+    opts["model"] = _comparable("model", opts["model"])  # a model file by its absolute path
     if checkpoint and done >= opts["epochs"]:
         say(f"{checkpoint} has done {done} of {opts['epochs']} epochs; give --epochs N > {done} "
             "to train on")
     (x, y, names), val, (xt, yt, what) = _data(opts, source, model)
     model = _model(opts, model, checkpoint, source, x, names)
-    out = Path(opts["out"]) if "out" in opts else run_dir(opts["model"])
+    out = Path(opts["out"]) if "out" in opts else run_dir(Path(opts["model"]).stem)
     opts["out"] = str(out)
     writer = args.comm is None or args.comm.rank == 0  # under mpiexec, rank 0 writes the run
     # until the run ends: a second train on this folder fails at once

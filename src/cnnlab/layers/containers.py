@@ -151,9 +151,14 @@ class Sequential(Layer):
 
     # -------------------------------------------------------- transfer learning
     def freeze(self, up_to: int | str | None = None) -> Sequential:
-        """Freezes the parameters of the layers before `up_to` (an index or a layer name;
-        None: every layer). Frozen parameters get no gradient and no update."""
-        stop = len(self.layers) if up_to is None else self._position(up_to)
+        """Freezes the parameters of the layers before `up_to`: an index, a layer name, "head"
+        (the body: every layer before the head, see head_index) or None (every layer); the
+        others are unfrozen. Frozen parameters get no update (the optimizer skips them) and,
+        below the first trainable layer, no gradient work. A BatchNorm whose γ and β are frozen
+        normalises with its running statistics even in a training forward and leaves them
+        unchanged: frozen layers compute what they computed in inference."""
+        stop = len(self.layers) if up_to is None else self.head_index() if up_to == "head" \
+            else self._position(up_to)
         for i, layer in enumerate(self.layers):
             for p in layer.parameters().values():
                 p.trainable = i >= stop
@@ -166,18 +171,34 @@ class Sequential(Layer):
             p.trainable = True
         return self
 
-    def replace_head(self, num_classes: int, *, seed: int = 0) -> Sequential:
-        """Replaces the last Dense layer by a new one with `num_classes` units (He/Xavier
-        from `seed`), keeping every other layer: the first step of transfer learning."""
+    def head_index(self, who: str = "head_index") -> int:
+        """The position in `layers` of the head, the last Dense layer (the classifier that
+        transfer learning replaces); the layers before it are the body. ValueError (naming
+        `who`) when there is no Dense layer or a weighted layer follows the last one."""
         i = max((i for i, layer in enumerate(self.layers) if isinstance(layer, Dense)), default=None)
         if i is None:
-            raise ValueError("replace_head: the model has no Dense layer to replace.")
-        old = self.layers[i]
+            raise ValueError(f"{who}: the model has no Dense layer (a head to replace).")
         # a container after it may hold the real head (rebuilding it would re-initialise it)
         if later := [layer for layer in self.layers[i + 1 :]
                      if any(isinstance(inner, WeightedMixin) for inner in [layer, *_inner(layer)])]:
-            raise ValueError(f"replace_head: {old.label} is not the last weighted layer "
+            raise ValueError(f"{who}: {self.layers[i].label} is not the last weighted layer "
                              f"({later[0].label} follows it).")
+        return i
+
+    def body_names(self) -> list[str]:
+        """The names of the body's layers that hold parameters (the body: every layer before
+        the head, see head_index; what freeze(up_to="head") freezes): the params of an
+        optimizer group that gives the body a lower learning rate."""
+        return [layer.name for layer in self.layers[: self.head_index("body_names")]
+                if layer.parameters()]
+
+    def replace_head(self, num_classes: int, *, seed: int = 0) -> Sequential:
+        """Replaces the head (head_index: the last Dense layer) by a new one with `num_classes`
+        units, with the old one's bias and init setting and fresh weights from `seed` (what
+        cnnlab gives a new layer: init="auto" is Xavier before the scores), keeping every
+        other layer: the first step of transfer learning."""
+        i = self.head_index("replace_head")
+        old = self.layers[i]
         head = Dense(num_classes, bias=old.use_bias, init=old.init)
         head.name, head.index, head.init_hint = old.name, old.index, old.init_hint
         head.build(old.input_shape, np.random.default_rng(seed), self.dtype)

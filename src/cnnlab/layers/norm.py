@@ -43,6 +43,12 @@ class _BatchNorm(Layer):
     Backward (after a training forward), sums per channel over its M values:
         dγ = Σ dy·x̂      dβ = Σ dy
         dx = (γ/σ)/M · (M·dy − Σ dy − x̂·Σ (dy·x̂))
+    Frozen (γ and β both trainable=False, as model.freeze leaves them): a training forward is
+    the inference forward, running statistics used and left unchanged (transfer learning's
+    usual trap: batch statistics of new data would shift what the frozen body computes), and
+    its backward is that of a fixed affine map, with x̂ = (x − running_mean)/σ_r,
+    σ_r = √(running_var + ε):
+        dγ = Σ dy·x̂      dβ = Σ dy      dx = (γ/σ_r)·dy
 
     Synchronized (data-parallel, `self.reduce` filled in by cnnlab.train.parallel): the sums
     above run over the values of every process (M the global count), so K processes compute one
@@ -101,11 +107,16 @@ class _BatchNorm(Layer):
             return {}
         return {"running_mean": self.running_mean, "running_var": self.running_var}
 
+    @property
+    def frozen(self) -> bool:
+        """γ and β both frozen: a training forward uses the running statistics (see above)."""
+        return self.weight is not None and not (self.weight.trainable or self.bias.trainable)
+
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
         rows, restore = _channel_rows(x)  # (C, M): every channel's values in one row
         gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
-        if not training:
+        if not training or self.frozen:
             scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
             mean, y = self.running_mean[:, None], np.empty_like(rows)
 
@@ -116,6 +127,8 @@ class _BatchNorm(Layer):
                 y[lo:hi] += beta[lo:hi]
 
             threads.map_chunks(normalise, threads.row_spans(rows))
+            if training:  # frozen: a fixed affine map, whose backward needs x
+                self._cache = ("frozen", rows, restore)
             return restore(y)
 
         if self.reduce is not None:
@@ -172,7 +185,10 @@ class _BatchNorm(Layer):
         return restore(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        x_hat, inv_std, restore, m = self._take_cache()
+        cache = self._take_cache()
+        if isinstance(cache[0], str):  # ("frozen", x rows, restore)
+            return self._frozen_backward(dy, *cache[1:])
+        x_hat, inv_std, restore, m = cache
         dy = self._check_grad(dy, restore(x_hat).shape)
         dy_rows, _ = _channel_rows(dy)
         if self.reduce is not None:
@@ -210,6 +226,16 @@ class _BatchNorm(Layer):
         self.weight.grad = dgamma
         self.bias.grad = dbeta
         return restore(dx)
+
+    def _frozen_backward(self, dy, rows, restore) -> np.ndarray:
+        """The backward of a frozen training forward, y = γ·(x − running_mean)/σ_r + β."""
+        dy = self._check_grad(dy, restore(rows).shape)
+        dy_rows, _ = _channel_rows(dy)
+        sigma = np.sqrt(self.running_var[:, None] + self.eps)
+        x_hat = (rows - self.running_mean[:, None]) / sigma
+        self.weight.grad = np.einsum("cm,cm->c", dy_rows, x_hat)
+        self.bias.grad = dy_rows.sum(axis=1)
+        return restore(dy_rows * (self.weight.data[:, None] / sigma))
 
     def arithmetic(self, input_shape: Shape) -> str:
         c, over = input_shape[0], self.over.get(len(input_shape), "N")

@@ -6,6 +6,7 @@
     history.py   History (one row per epoch), Callback, EarlyStopping
     evaluate.py  evaluate, predict, predict_scores: the one evaluation everything uses
     lr_find.py   the learning-rate range test, and the rate it suggests (suggest_lr, RULE)
+    features.py  features (a named layer's activations), nearest (neighbours in that space)
 
 The entry points here (fit, evaluate, predict, lr_find) apply cnnlab's process settings first
 (cnnlab.runtime.apply_defaults). train may import core, files, runtime, data, layers, losses,
@@ -13,9 +14,11 @@ optim, metrics, io and distributed; never viz or cli.
 """
 
 from cnnlab.train.evaluate import PixelRangeWarning, evaluate, predict, predict_scores
+from cnnlab.train.features import features, nearest
 from cnnlab.train.history import COLUMNS, Callback, EarlyStopping, History
 from cnnlab.train.loop import Trainer, first_nonfinite_layer, fit
 from cnnlab.train.lr_find import lr_find, smooth, suggest_lr
 
 __all__ = ["COLUMNS", "Callback", "EarlyStopping", "History", "PixelRangeWarning", "Trainer", "evaluate",
-           "first_nonfinite_layer", "fit", "lr_find", "predict", "predict_scores", "smooth", "suggest_lr"]
+           "features", "first_nonfinite_layer", "fit", "lr_find", "nearest", "predict",
+           "predict_scores", "smooth", "suggest_lr"]

@@ -9,6 +9,7 @@ and the HTML report of a run. Figures are PNG bytes (matplotlib's Agg canvas, no
     cl.viz.mistakes(model, x, y, class_names)           # the most confidently wrong images
     cl.viz.conv_demo(out="demo/")                       # demo.gif and demo.html
     cl.viz.report("runs/fmnist", model, x, y, class_names)
+    cl.viz.neighbours_page("nn.html", queries, pool, indices, distances, title="...")
 
 Names load on first use, so `import cnnlab` does not import matplotlib.
 """
@@ -21,6 +22,7 @@ _WHERE = {
     "filters": "figures", "feature_maps": "figures", "curves": "figures", "confusion": "figures",
     "mistakes": "figures", "activations": "figures", "read_metrics": "figures", "lr_curve": "figures",
     "conv_demo": "demo", "ConvDemo": "demo", "report": "html_report",
+    "neighbours_page": "neighbours",
 }
 
 __all__ = sorted(_WHERE)
