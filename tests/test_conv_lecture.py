@@ -10,6 +10,7 @@ import pytest
 
 import cnnlab as cl
 from cnnlab import io
+from tests.test_viz import cnnlab as here  # in this process: (status, out, err)
 
 
 # ------------------------------------------------------------------------- explain, summary
@@ -192,3 +193,15 @@ def spec(**kwargs) -> dict:
 def test_a_file_cannot_smuggle_bad_arguments(arch, match):
     with pytest.raises(cl.ModelFileError, match=match):
         io.from_architecture(arch, max_weights=1000)
+
+
+# ------------------------------------------------------------------------------- command
+def test_explain_conv_takes_dilation_and_groups(capsys):
+    status, out, err = here(capsys, "explain", "conv", "--input", "14x14x192", "--filters", "192",
+                            "--size", "3", "--pad", "1", "--groups", "192")
+    assert status == 0, err
+    assert out.splitlines()[-1] == "parameters: (3·3·192/192 + 1)·192 = 1,920"
+    status, out, _ = here(capsys, "explain", "conv", "--input", "8x8x3", "--filters", "4",
+                          "--size", "3", "--stride", "2", "--dilation", "2")
+    assert status == 0 and "(extent 5×5) window with stride 2 doesn't fit a 8×8 input. Use " \
+        "--stride 1 or 3" in out

@@ -85,6 +85,7 @@ examples:
 EXPLAIN_EXAMPLES = """\
 examples (the lecture's; --input is H×W×D, depth last, as the lecture writes it):
   cnnlab explain conv --input 32x32x3 --filters 10 --size 5 --stride 1 --pad 2
+  cnnlab explain conv --input 14x14x192 --filters 192 --size 3 --pad 1 --groups 192
   cnnlab explain pool --input 7x7x3 --size 3 --stride 3
 
 A configuration that does not fit is explained too, with the arithmetic and what would fit;
@@ -231,6 +232,10 @@ def _explain(sub, common) -> None:
         q.add_argument("--pad", type=padding, default=0, metavar="P", help="int, same or valid")
         if name == "conv":
             q.add_argument("--no-bias", action="store_true", help="count weights only")
+            q.add_argument("--dilation", type=positive_int, default=1, metavar="D",
+                           help="taps D apart: the window spans D·(F − 1) + 1 (default 1)")
+            q.add_argument("--groups", type=positive_int, default=1, metavar="G",
+                           help="filters see D1/G channels each; G = D1 is depthwise (default 1)")
         else:
             q.add_argument("--avg", action="store_true", help="average instead of max pooling")
     p.set_defaults(parser=p)

@@ -140,18 +140,41 @@ def depthwise_backward_same(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, s
         for n0, n1 in sample_blocks:
             size = (n1 - n0) * h_out * w_out
             g = _flat(dy_k[c0 * m : c1 * m, n0:n1], cc, m, size)
-            phases = _phases(xc[c0:c1, n0:n1], taps, stride)
-            tmp = np.empty(g.shape, dy.dtype)
-            for u, v, key, qu, qv in taps:
-                out, src = _ranges(qu * w_out + qv, size)
-                np.multiply(g[:, :, out], phases[key][:, None, src], out=tmp[:, :, out])
-                _zero_outside(tmp.reshape(cc, m, n1 - n0, h_out, w_out), qu, qv)
-                dw[c0:c1, :, u, v] += tmp[:, :, out].sum(axis=-1)
+            _weight_grad(g, xc[c0:c1, n0:n1], taps, stride, (h_out, w_out), dw[c0:c1])
             if input_grad:
                 _input_grad(g, w4[c0:c1], taps, stride, (h_out, w_out), dx[c0:c1, n0:n1])
 
     map_chunks(block, channel_blocks)
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
+
+
+def _weight_grad(g: np.ndarray, xb: np.ndarray, taps, stride, out_hw, dw: np.ndarray) -> None:
+    """dw (cc, M, kh, kw) += one block's share, from g = dy (cc, M, nb·H_out·W_out) and xb
+    (cc, nb, H, W): per tap, M dot products (one batched matmul) of dy and the shifted phase.
+
+    Both are laid out with P_r zero rows after every plane and P_c zero columns after every row
+    (P the largest shift): a read that crosses a row or plane edge then lands on a zero, and dy
+    is zero on the padding, so every dot product sums the valid terms only, exactly."""
+    (sh, sw), _ = _pairs(stride, 0)
+    h, w = out_hw
+    cc, m, size = g.shape
+    nb = size // (h * w)
+    pr, pc = max(abs(t[3]) for t in taps), max(abs(t[4]) for t in taps)
+    hp, wp = h + pr, w + pc
+    lead, plane = pr * wp + pc, cc * nb * hp * wp
+    g_wide = np.zeros((cc, m, nb, hp, wp), g.dtype)
+    g_wide[..., :h, :w] = g.reshape(cc, m, nb, h, w)
+    g_wide = g_wide.reshape(cc, m, -1)
+    phases = {}
+    for key in dict.fromkeys(t[2] for t in taps):
+        flat = np.zeros(lead + plane + lead, g.dtype)
+        flat[lead : lead + plane].reshape(cc, nb, hp, wp)[:, :, :h, :w] = \
+            xb[:, :, key[0]::sh, key[1]::sw]
+        phases[key] = flat
+    for u, v, key, qu, qv in taps:
+        start = lead + qu * wp + qv
+        shifted = phases[key][start : start + plane].reshape(cc, -1, 1)
+        dw[:, :, u, v] += np.matmul(g_wide, shifted)[..., 0]
 
 
 def _input_grad(g: np.ndarray, w4: np.ndarray, taps, stride, out_hw, dx: np.ndarray) -> None:
