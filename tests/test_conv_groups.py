@@ -111,8 +111,11 @@ GRADIENTS = [
     lambda: cl.Conv2D(6, 2, stride=(1, 2), padding="same", dilation=2, groups=3),
     lambda: cl.Conv1D(6, 3, padding="same", dilation=3, groups=3),
     lambda: cl.Conv1D(4, 3, stride=2, dilation=2, groups=2),
+    # "same" with a dilated window whose taps miss the input: only padding on L = 1, some on 2
+    lambda: cl.Conv1D(2, 2, padding="same", dilation=3, groups=2),
+    lambda: cl.Conv1D(2, 2, padding="same", dilation=3, groups=2),
 ]
-SHAPES = [(3, 9, 9), (4, 6, 7), (6, 8, 8), (3, 7, 8), (3, 6, 8), (3, 11), (4, 13)]
+SHAPES = [(3, 9, 9), (4, 6, 7), (6, 8, 8), (3, 7, 8), (3, 6, 8), (3, 11), (4, 13), (2, 1), (2, 2)]
 
 
 @pytest.mark.parametrize("factory, shape", list(zip(GRADIENTS, SHAPES, strict=True)))
@@ -161,13 +164,14 @@ def test_dilated_col2im_is_the_adjoint_of_im2col(k, stride, padding, dilation, r
     assert np.isclose(np.sum(cols * c), np.sum(x * back))
 
 
-def test_depthwise_is_the_same_on_any_thread_count_and_memory_layout(rng):
+@pytest.mark.parametrize("shape", [(40, 24, 14, 14), (48, 6, 56, 56)])  # 1 and 2 sample blocks
+def test_depthwise_is_the_same_on_any_thread_count_and_memory_layout(shape, rng):
     """The channel blocks go to the threads, the sample blocks do not depend on them: the same
     bits on 1 and 2 threads, and for NCHW input as for the (C, N, H, W) memory layers pass."""
-    x = rng.standard_normal((40, 24, 14, 14)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
     x_cnhw = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
-    w = rng.standard_normal((24, 1, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((40, 24, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((shape[1], 1, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
     before = threads.num_threads()
     runs = []
     try:
@@ -175,8 +179,9 @@ def test_depthwise_is_the_same_on_any_thread_count_and_memory_layout(rng):
             threads.set_num_threads(n)
             for pads in (((1, 1), (1, 1)), ((0, 0), (0, 0))):  # the same path, the padded one
                 y = kernels.depthwise_forward(xs, w, None, 1, pads)
-                runs.append([y, *kernels.depthwise_backward(dy[:, :, :y.shape[2], :y.shape[3]], xs,
-                                                            w, 1, pads)[::2]])
+                dw, _, dx = kernels.depthwise_backward(dy[:, :, :y.shape[2], :y.shape[3]], xs, w,
+                                                       1, pads)
+                runs.append([y, dw, dx])
     finally:
         threads.set_num_threads(before)
     for i, run in enumerate(runs):

@@ -66,9 +66,10 @@ def conv_backward_chunks(dy: np.ndarray, spans: list[Span],
     return total(map_chunks(chunk, range(len(spans)))), db
 
 
-#: values per depthwise block (channels × samples × plane), 256 KiB of float32: of 2¹⁴…2²⁰
-#: the fastest on 14×14 and 28×28 maps (bench/mobilenet_block.py's depthwise layer)
-DEPTHWISE_BLOCK = 1 << 16
+#: values per depthwise block (channels × samples × plane), 512 KiB of float32, in L2 with the
+#: two or three arrays a tap reads and writes: of 2¹⁴…2²⁰ the fastest on 14×14 and 28×28 maps
+#: (64×192 channels, one thread; 2¹⁶ within a few per cent, 2¹⁸ 20% slower)
+DEPTHWISE_BLOCK = 1 << 17
 
 
 def _channel_blocks(c: int, n: int, per_sample: int) -> tuple[list[Span], list[Span]]:

@@ -19,7 +19,7 @@ i ≥ H_out or j ≥ W_out are junk (they read across a row or plane edge) and a
 copying out; in backward dy is zero there, so they add nothing. At stride 1 there is one phase,
 the zero-padded input itself.
 
-The work runs in blocks of channels and samples of about 2¹⁶ values (in L2 cache), the channel
+The work runs in blocks of channels and samples of about 2¹⁷ values (in L2 cache), the channel
 blocks dealt to cnnlab's threads (chunks._channel_blocks). A channel's weight gradient adds its
 sample blocks in order, and the sample blocks do not depend on the thread count: the same bits
 on any count.

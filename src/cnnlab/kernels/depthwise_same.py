@@ -155,6 +155,8 @@ def _weight_grad(g: np.ndarray, xb: np.ndarray, taps, stride, out_hw, dw: np.nda
     Both are laid out with P_r zero rows after every plane and P_c zero columns after every row
     (P the largest shift): a read that crosses a row or plane edge then lands on a zero, and dy
     is zero on the padding, so every dot product sums the valid terms only, exactly."""
+    if not taps:  # every tap reads only padding: no weight has a gradient
+        return
     (sh, sw), _ = _pairs(stride, 0)
     h, w = out_hw
     cc, m, size = g.shape
