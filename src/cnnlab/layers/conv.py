@@ -42,7 +42,7 @@ class Conv2D(WeightedMixin, WindowLayer):
             (C/g with groups).
         stride: S, an int or a pair.
         padding: P, an int or a pair (zeros on both sides), "valid" (0) or "same":
-            H_out = ceil(H/S) for any stride, total pad (H_out − 1)·S + F − H split with the
+            H_out = ceil(H/S) for any stride, total pad (H_out − 1)·S + F' − H split with the
             odd extra row/column on the bottom/right (TensorFlow's rule).
         dilation: d, an int or a pair: the taps' spacing (1: adjacent, the usual convolution).
         groups: g, dividing both C and K: filters see only their group's C/g channels;
