@@ -102,6 +102,7 @@ examples:
 EXPLAIN_EXAMPLES = """\
 examples (the lecture's; --input is H×W×D, depth last, as the lecture writes it):
   cnnlab explain conv --input 32x32x3 --filters 10 --size 5 --stride 1 --pad 2
+  cnnlab explain conv --input 14x14x192 --filters 192 --size 3 --pad 1 --groups 192
   cnnlab explain pool --input 7x7x3 --size 3 --stride 3
 
 A configuration that does not fit is explained too, with the arithmetic and what would fit;

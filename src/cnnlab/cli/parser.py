@@ -187,6 +187,10 @@ def _explain(sub, common) -> None:
         q.add_argument("--pad", type=padding, default=0, metavar="P", help="int, same or valid")
         if name == "conv":
             q.add_argument("--no-bias", action="store_true", help="count weights only")
+            q.add_argument("--dilation", type=positive_int, default=1, metavar="D",
+                           help="taps D apart: the window spans D·(F − 1) + 1 (default 1)")
+            q.add_argument("--groups", type=positive_int, default=1, metavar="G",
+                           help="filters see D1/G channels each; G = D1 is depthwise (default 1)")
         else:
             q.add_argument("--avg", action="store_true", help="average instead of max pooling")
     p.set_defaults(parser=p)

@@ -17,12 +17,11 @@ zoo may import core and layers only.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 from cnnlab.core import Layer, Shape
-from cnnlab.layers import Conv2D, Dense, Sequential
+from cnnlab.layers import Conv2D, ConvTranspose2D, Dense, Sequential
 from cnnlab.zoo import imagenet, small
 from cnnlab.zoo._common import IMAGENET, PAPER_TOP5
 from cnnlab.zoo.imagenet import (
@@ -87,12 +86,8 @@ def count(name: str, **kwargs) -> Counts:
 def _params(layer: Layer, shape: Shape) -> int:
     if parts := layer.sublayer_inputs(shape):
         return sum(_params(part, part_shape) for part, part_shape in parts)
-    if isinstance(layer, Conv2D):  # Conv1D and LocallyConnected are Conv2Ds
-        kernel = layer.kernel_size
-        per_filter = shape[0] * (math.prod(kernel) if isinstance(kernel, tuple) else kernel)
-        local = type(layer).__name__.startswith("LocallyConnected")
-        copies = math.prod(layer.output_shape(shape)[1:]) if local else 1
-        return layer.filters * (per_filter + layer.use_bias) * copies
+    if isinstance(layer, Conv2D | ConvTranspose2D):  # Conv1D and LocallyConnected are Conv2Ds
+        return layer.param_count(shape)
     if isinstance(layer, Dense):
         return layer.units * (shape[0] + layer.use_bias)
     return layer.build(shape).count_params()  # BatchNorm, PReLU: a few values per channel
