@@ -7,6 +7,8 @@
     limits.py        what a file may ask for, checked before anything is built: JSON depth and
                      sizes, finite numbers, Limits (parameters, activations, layers)
     checkpoint.py    training checkpoints: the one owner of their format
+    foreign.py       safetensors files cnnlab did not write (torchvision's, timm's weights): the
+                     header checked first, then tensors read one by one, by name
 
 A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
 "optim.<name>.<slot>") and string metadata:
