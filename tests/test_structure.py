@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "optim": {"core", "schedules"},
     "data": {"core", "files", "runtime"},
     "io": {"core", "files", "layers", "data"},
-    "zoo": {"core", "layers"},
+    "zoo": {"core", "layers", "data", "io"},
     "distributed": {"core"},
     "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io",
               "distributed"},

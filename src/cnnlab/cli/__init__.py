@@ -1,5 +1,5 @@
 """The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, summary, explain, zoo,
-report, demo.
+report, demo, convert.
 
 Exit status: 0 success; 2 usage error (a bad flag, flag value or config key); 1 failure (a
 missing or corrupt file, a data or shape error, training that diverged), reported as one line
@@ -14,6 +14,7 @@ train, viz, ...), and nothing outside cli imports them but __main__.py, through 
     console.py   main: parse, run, exit status
     train.py     cnnlab train          use.py       cnnlab evaluate, predict
     info.py      cnnlab summary, explain, zoo        pictures.py  cnnlab report, demo
+    weights.py   cnnlab convert, train --weights (pretrained torchvision/timm weights)
 """
 
 from cnnlab.cli.console import main

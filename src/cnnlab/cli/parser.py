@@ -21,6 +21,7 @@ from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.pictures import cmd_demo, cmd_report
 from cnnlab.cli.train import AUGMENT, LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
+from cnnlab.cli.weights import cmd_convert
 
 RAW = argparse.RawDescriptionHelpFormatter
 
@@ -132,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo):
+    for add in (_train, _evaluate, _predict, _summary, _explain, _report, _demo, _zoo, _convert):
         add(sub, common)
     return parser
 
@@ -175,6 +176,9 @@ def _train(sub, common) -> None:
                 f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
+    option("--weights", metavar="FILE",
+           help="start from pretrained weights: a torchvision/timm state_dict in safetensors for "
+                "--model (an ImageNet model; the data must have as many classes as its head)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 
@@ -263,3 +267,37 @@ def _demo(sub, common) -> None:
 
 def _zoo(sub, common) -> None:
     _command(sub, common, "zoo", cmd_zoo, "the ready-made models", "example:\n  cnnlab zoo\n")
+
+
+CONVERT_EXAMPLES = """\
+examples:
+  cnnlab convert resnet18.safetensors --model resnet18 --out resnet18-imagenet.safetensors
+  cnnlab convert model.safetensors --model se-resnet50 --out se50.safetensors   # timm/seresnet50
+  cnnlab convert mine.safetensors --model resnet50 --classes classes.txt --out mine-cnnlab.safetensors
+  cnnlab predict resnet18-imagenet.safetensors cat.jpg
+
+WEIGHTS is a state_dict saved with safetensors (never a pickled .pth): the Hugging Face hub's
+timm models publish model.safetensors (e.g. timm/resnet18.a1_in1k); a torchvision .pth becomes
+one with safetensors.torch.save_file(torch.load(PTH), OUT) in your own environment. Names and
+shapes are checked against --model; the number of classes is read from the file's classifier.
+The model file records the preprocessing the published accuracies assume: ImageNet's mean and
+std (GoogLeNet: 0.5 and 0.5), the shorter side resized to --resize (default 256 for a 224×224
+input), then the centre crop; and the class names (--classes: imagenet, the default for 1,000
+classes, or a text file with one name a line).
+"""
+
+
+def _convert(sub, common) -> None:
+    p = _command(sub, common, "convert", cmd_convert,
+                 "pretrained torchvision/timm weights (safetensors) → a cnnlab model file",
+                 CONVERT_EXAMPLES)
+    p.add_argument("weights", metavar="WEIGHTS", help="a .safetensors state_dict")
+    p.add_argument("--model", required=True, choices=sorted(cl.zoo.LAYOUTS), metavar="NAME",
+                   help=f"its architecture: {', '.join(sorted(cl.zoo.LAYOUTS))}")
+    p.add_argument("--out", required=True, metavar="FILE", help="the cnnlab model file to write")
+    p.add_argument("--classes", metavar="imagenet|FILE",
+                   help="class names: imagenet (default for 1,000 classes) or a file, one a line")
+    p.add_argument("--input", type=shape_chw, metavar="CxHxW",
+                   help="model input, channels first (default 3x224x224)")
+    p.add_argument("--resize", type=positive_int, metavar="N",
+                   help="shorter side before the centre crop (default: 256 for a 224×224 input)")

@@ -11,6 +11,7 @@ from pathlib import Path
 import cnnlab as cl
 from cnnlab.cli.common import Failure, UsageError, one_line, printable, say
 from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir, write_config
+from cnnlab.cli.weights import check_model, initialise
 from cnnlab.core import volume
 from cnnlab.data import transforms
 from cnnlab.data.datasets import DATASETS
@@ -27,7 +28,7 @@ AUGMENT = ("none", "flip-crop", "flip-crop-erase")
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
-FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input")
+FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input", "weights")
 
 
 def train_options(args) -> tuple[dict, Path | None]:
@@ -59,6 +60,8 @@ def train_options(args) -> tuple[dict, Path | None]:
     opts.setdefault("lr", LR[name])
     opts.setdefault("weight-decay", WEIGHT_DECAY.get(name, 0.0))
     opts.pop("resume", None)
+    if "weights" in opts:
+        check_model(opts["model"])
     return opts, checkpoint
 
 
@@ -83,6 +86,8 @@ def _check_folder(chosen: dict, folder: Path) -> None:
 def _comparable(key: str, value):
     """A value as the run records it: a data folder by its absolute path."""
     if key == "data" and value is not None and value not in DATASETS:
+        return str(Path(value).resolve())
+    if key == "weights" and value is not None:
         return str(Path(value).resolve())
     return value
 
@@ -175,6 +180,8 @@ def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names:
         model = cl.zoo.get(opts["model"], num_classes=len(names), input_shape=x.shape[1:],
                            seed=opts["seed"])
         model.class_names = names
+        if "weights" in opts:
+            initialise(model, opts["model"], opts["weights"])
     elif model.input_shape != x.shape[1:]:
         raise Failure(f"{checkpoint} takes {volume(model.input_shape)} inputs; {source.spec} has "
                       f"{volume(x.shape[1:])} images")
