@@ -129,7 +129,7 @@ def _entry(name: str, value, data: int, path: Path) -> Entry:
     if not isinstance(value, dict) or set(value) != {"dtype", "shape", "data_offsets"}:
         raise ModelFileError(f"{bad} needs exactly dtype, shape and data_offsets)")
     dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
-    if dtype not in ITEMSIZE:
+    if not isinstance(dtype, str) or dtype not in ITEMSIZE:
         raise ModelFileError(f"{bad} has the unknown dtype {dtype!r:.20})")
     if not (isinstance(shape, list) and len(shape) <= MAX_DIMS and all(
             type(d) is int and d >= 0 for d in shape)):
