@@ -86,7 +86,8 @@ class Preprocess:
 
     def __repr__(self) -> str:
         rule = "" if self.resize == "stretch" else f", resize={self.resize!r}"
-        return f"Preprocess(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()}{rule})"
+        mean, std = ([round(float(v), 4) for v in values] for values in (self.mean, self.std))
+        return f"Preprocess(mean={mean}, std={std}{rule})"
 
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]
