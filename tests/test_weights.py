@@ -158,6 +158,15 @@ def test_a_classifier_of_other_classes_is_named_or_left_out_with_head_false(tmp_
     assert np.array_equal(target.layers[0].weight.data, model.layers[0].weight.data)
 
 
+def test_vgg_weights_at_another_input_size_say_why(tmp_path):
+    source = cl.zoo.vgg11(num_classes=2, input_shape=(3, 32, 32))
+    save_file(state_dict(source, "vgg11"), tmp_path / "w.safetensors")
+    with pytest.raises(ModelFileError, match=r"classifier\.0\.weight \(4096, 512\) \(needs \(4096, "
+                                             r"2048\)\)\. The first Dense's inputs follow from the input "
+                                             r"size: these weights fit a 224×224 input"):
+        cl.zoo.vgg11(num_classes=2, input_shape=(3, 64, 64), weights=tmp_path / "w.safetensors")
+
+
 def test_load_weights_refuses_a_model_that_is_not_the_named_one(tmp_path, resnet18_32):
     save_file(resnet18_32[1], tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match=r"the model is not the zoo's resnet18 .* cl\.zoo\.get"):
@@ -313,6 +322,8 @@ def test_convert_gives_a_1000_class_head_imagenets_names(tmp_path, capsys, monke
     assert cl.load("m.safetensors").class_names == cl.zoo.imagenet_classes()
     status, _, err = cnnlab(capsys, "convert", "w.safetensors", "--model", "resnet34", "--out", "y")
     assert status == 1 and "not resnet34's weights in torchvision's names" in err
+    status, out, _ = cnnlab(capsys, "convert", "--help")
+    assert status == 0 and "examples:" in out and "safetensors.torch.save_file" in out
 
 
 def test_train_starts_from_the_weights_when_the_classes_agree(tmp_path, capsys, monkeypatch):
@@ -341,7 +352,8 @@ def test_train_starts_from_the_weights_when_the_classes_agree(tmp_path, capsys, 
                             "--weight-decay", "0", "--out", "r2")
     assert status == 0, err
     model = cl.load("r2/model.safetensors")
-    assert model.class_names == ["a", "b"] and model.preprocess.resize == "center-crop:37"
+    assert model.class_names == ["a", "b"] and model.preprocess.resize == "stretch"
+    assert model.preprocess.mean.tolist() == pytest.approx([0.485, 0.456, 0.406])
     assert np.allclose(model.layers[0].weight.data, source.layers[0].weight.data, atol=1e-6)
     assert np.allclose(model.layers[-1].weight.data, source.layers[-1].weight.data, atol=1e-6)
     assert "weights = " in (tmp_path / "r2" / "config.toml").read_text()

@@ -26,12 +26,15 @@ def check_model(name: str) -> None:
 
 def initialise(model, name: str, path: str) -> None:
     """`cnnlab train --weights PATH`: the new --model `name` (built for the data) takes the file's
-    weights, and the published weights' preprocessing (cl.zoo.pretrained). The data must have as
+    weights and the published weights' mean and std (cl.zoo.pretrained). The data must have as
     many classes as the file's classifier: a new head for other classes is not supported yet."""
     check_model(name)
     names = model.class_names
     try:
         cl.zoo.pretrained(model, name, path)
+        # ImageNet's mean and std, and the resize rule train reads its images by (stretch), so
+        # that evaluate and predict read images as the run was trained and tested on them
+        model.preprocess.resize = "stretch"
     except cl.zoo.HeadMismatch as error:
         raise Failure(f"--weights {path}: its classifier has {error.file_classes} classes, the "
                       f"data {error.model_classes}; training a new classifier on pretrained "

@@ -27,13 +27,15 @@ from cnnlab.zoo._common import VGG
 class Layout(NamedTuple):
     """An architecture's names: (file name, cnnlab name) pairs; the file's 1×1 convolutions that
     are our Dense layers (weights (O, I, 1, 1) → (O, I)); names skipped when present; the
-    classifier's names; whose names they are."""
+    classifier's names; whose names they are; and the first Dense when its inputs fix the input
+    size (VGG, AlexNet: torchvision's adaptive pooling before it is not in cnnlab)."""
 
     pairs: list[tuple[str, str]]
     squeezed: frozenset[str]
     skipped: frozenset[str]
     head: tuple[str, str]
     source: str
+    sized: str | None = None
 
 
 def _bn(file: str, ours: str) -> list[tuple[str, str]]:
@@ -86,7 +88,7 @@ def _vgg(depth: int) -> Layout:
     for i, fc in enumerate((0, 3, 6), 1):
         pairs += _weight_bias(f"classifier.{fc}", f"dense_{i}")
     return Layout(pairs, frozenset(), frozenset(), ("classifier.6.weight", "classifier.6.bias"),
-                  "torchvision")
+                  "torchvision", "classifier.0.weight")
 
 
 def _alexnet() -> Layout:
@@ -96,7 +98,7 @@ def _alexnet() -> Layout:
     pairs += [p for i, f in enumerate((1, 4, 6), 1)
               for p in _weight_bias(f"classifier.{f}", f"dense_{i}")]
     return Layout(pairs, frozenset(), frozenset(), ("classifier.6.weight", "classifier.6.bias"),
-                  "torchvision")
+                  "torchvision", "classifier.1.weight")
 
 
 #: GoogLeNet's Inception modules in order, and the two convolutions of its branches 2 and 3

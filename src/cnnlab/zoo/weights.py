@@ -99,7 +99,7 @@ def _check(file: ForeignFile, wanted: dict, table: Layout, name: str, ours: dict
                  [f"{f} {entries[f].dtype}" for f in typed]) if typed else ""]
     raise ModelFileError(f"{file.path}: not {name}'s weights in {table.source}'s names "
                          f"({len(wanted)} tensors checked by name and shape; nothing was loaded): "
-                         + "; ".join(p for p in parts if p) + _hint(entries, wanted))
+                         + "; ".join(p for p in parts if p) + _hint(entries, wanted, table, shaped))
 
 
 def _other_classes(entries: dict, wanted: dict, table: Layout, shaped: list[str]) -> bool:
@@ -125,8 +125,12 @@ def _short(items: list[str]) -> str:
     return shown + (f" … and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
 
 
-def _hint(entries: dict, wanted: dict) -> str:
-    """What to do when the names are another model's, or all carry a wrapper's prefix."""
+def _hint(entries: dict, wanted: dict, table: Layout, shaped: list[str]) -> str:
+    """What to do when the names are another model's, all carry a wrapper's prefix, or the
+    input size does not fit VGG's or AlexNet's first Dense."""
+    if table.sized in shaped:
+        return (". The first Dense's inputs follow from the input size: these weights fit a "
+                "224×224 input (torchvision's adaptive pooling before it is not in cnnlab)")
     for prefix in PREFIXES:
         if entries and all(f.startswith(prefix) for f in entries):
             return (f". Every name begins with {prefix!r} (a wrapped model's state_dict): save "
