@@ -9,6 +9,8 @@
     checkpoint.py    training checkpoints: the one owner of their format
     onnx_export.py   ONNX export: export_onnx, to_onnx (the onnx package imported on use);
                      onnx_graph.py the graph being built, onnx_layers.py a converter per layer
+    foreign.py       safetensors files cnnlab did not write (torchvision's, timm's weights): the
+                     header checked first, then tensors read one by one, by name
 
 A file holds the tensors ("param.<name>", "buffer.<name>", in a checkpoint also
 "optim.<name>.<slot>") and string metadata:
