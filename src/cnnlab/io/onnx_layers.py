@@ -12,7 +12,7 @@ subclass (LocallyConnected2D of Conv2D) never borrows its parent's converter.
 The forms (each tested against the layer's forward in onnxruntime, tests/test_onnx.py):
     Conv2D/Conv1D            Conv with explicit pads [top, left, bottom, right]: "same" with an
                              odd total puts the extra row/column last, as cnnlab does
-    Max/AvgPool              MaxPool, AveragePool (count_include_pad=1: padding counts as cnnlab's)
+    Max/AvgPool              MaxPool, AveragePool (count_include_pad 1 or 0, as the layer's)
     GlobalAvgPool2D          GlobalAveragePool + Flatten
     Dense, Flatten           Gemm (transB=1), Flatten(axis=1)
     BatchNorm1D/2D           BatchNormalization with the running statistics (inference form)
@@ -26,6 +26,7 @@ The forms (each tested against the layer's forward in onnxruntime, tests/test_on
                              weights as (P, C·F·F, K), Transpose and Reshape to (N, K, H2, W2)
     Residual, Concat         Add, Concat(axis=1) of the branches' graphs
     SqueezeExcite            GlobalAveragePool, Gemm, Relu, Gemm, Sigmoid, Mul
+    LayerNorm, GroupNorm, LayerScale, DropPath, GlobalMaxPool2D, AdaptiveAvgPool2D: onnx_modern.py
 layers may be imported here: io sits above them.
 """
 
@@ -233,9 +234,10 @@ def max_pool(g: Graph, layer: MaxPool2D, x: str, name: str) -> str:
     return g.op("MaxPool", [x], name, **_window(layer))
 
 
-@converts(AvgPool2D, AvgPool1D, handles=POOL_KEYS)
+@converts(AvgPool2D, AvgPool1D, handles=(*POOL_KEYS, "count_include_pad"))
 def avg_pool(g: Graph, layer: AvgPool2D, x: str, name: str) -> str:
-    return g.op("AveragePool", [x], name, count_include_pad=1, **_window(layer))
+    return g.op("AveragePool", [x], name, count_include_pad=int(layer.count_include_pad),
+                **_window(layer))
 
 
 @converts(GlobalAvgPool2D)
