@@ -95,9 +95,14 @@ def to_torch(model, torch):
             (pt, pb), (pl, pr) = layer.win.pad
             symmetric = pt == pb and pl == pr  # else an explicit ZeroPad2d in front
             m = nn.Conv2d(layer.input_shape[0], layer.filters, layer.kernel_size, layer.stride,
-                          (pt, pl) if symmetric else 0, bias=layer.use_bias)
+                          (pt, pl) if symmetric else 0, dilation=layer.dilation,
+                          groups=layer.groups, bias=layer.use_bias)
             if not symmetric:
                 m = nn.Sequential(nn.ZeroPad2d((pl, pr, pt, pb)), m)
+        elif isinstance(layer, cl.ConvTranspose2D):
+            m = nn.ConvTranspose2d(layer.input_shape[0], layer.filters, layer.kernel_size,
+                                   layer.stride, layer.padding, layer.output_padding,
+                                   bias=layer.use_bias)
         elif isinstance(layer, cl.Dense):
             m = nn.Linear(layer.input_shape[0], layer.units, bias=layer.use_bias)
         elif isinstance(layer, cl.BatchNorm2D | cl.BatchNorm1D):
@@ -110,7 +115,7 @@ def to_torch(model, torch):
             m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             simple = {cl.ReLU: nn.ReLU, cl.Flatten: nn.Flatten, cl.Tanh: nn.Tanh,
-                      cl.Sigmoid: nn.Sigmoid}
+                      cl.Sigmoid: nn.Sigmoid, cl.ReLU6: nn.ReLU6}
             if type(layer) in simple:
                 m = simple[type(layer)]()
             elif isinstance(layer, cl.Dropout):

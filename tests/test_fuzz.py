@@ -511,3 +511,44 @@ def test_config_reader_raises_only_usage_errors(folder, actions, data):
     path.write_bytes(data.draw(configs(actions)))
     options = expect_only(UsageError, read_config, path, actions)
     assert options is None or set(options) <= set(actions)
+
+
+# ------------------------------------------------------- pretrained weights (foreign safetensors)
+@pytest.fixture(scope="module")
+def foreign_file() -> tuple[bytes, cl.Sequential]:
+    """A resnet18 for 32×32 input, and a small safetensors file with resnet18's torchvision names
+    (every tensor (2,): the shapes refused after the header is read) and a few real ones."""
+    from safetensors.numpy import save
+
+    model = cl.zoo.resnet18(num_classes=3, input_shape=(3, 32, 32))
+    names = [f for f, _ in cl.zoo.layouts.layout("resnet18").pairs]
+    tensors = {name: np.ones(2, np.float32) for name in names}
+    tensors.update({"bn1.running_var": np.ones(64, np.float16), "layer1.0.bn1.num_batches_tracked":
+                    np.array(3, np.int64), "extra.weight": np.zeros((2, 2), np.float64)})
+    return save(tensors), model
+
+
+@st.composite
+def tampered_tensor(draw, raw: bytes) -> bytes:
+    """The file with one tensor's dtype, shape or offsets in its JSON header replaced."""
+    header, data = _split(raw)
+    name = draw(st.sampled_from(sorted(k for k in header if k != "__metadata__")))
+    key = draw(st.sampled_from(["dtype", "shape", "data_offsets"]))
+    header[name][key] = draw(st.one_of(JSON, st.lists(st.integers(-1, 2**64), max_size=4),
+                                       st.sampled_from(["BF16", "F8_E4M3", "C64", "BOOL", "U64"])))
+    return _join(header, data)
+
+
+@FUZZ
+@given(data=st.data())
+def test_pretrained_weights_raise_only_model_file_error(folder, foreign_file, data):
+    raw, model = foreign_file
+    path = folder / "weights.safetensors"
+    path.write_bytes(data.draw(st.one_of(mutated([raw]), tampered_tensor(raw))))
+    expect_only(cl.ModelFileError, cl.zoo.load_weights, model, path, "resnet18")
+    try:
+        with io.foreign.ForeignFile(path) as file:
+            for name in file.entries:
+                expect_only(cl.ModelFileError, file.read, name)
+    except cl.ModelFileError:
+        pass

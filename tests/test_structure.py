@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "optim": {"core", "schedules", "param_groups"},
     "data": {"core", "files", "runtime"},
     "io": {"core", "files", "layers", "data"},
-    "zoo": {"core", "layers"},
+    "zoo": {"core", "layers", "data", "io"},
     "distributed": {"core"},
     "testing": {"core"},
     "train": {"core", "files", "runtime", "data", "layers", "losses", "optim", "metrics", "io",

@@ -25,6 +25,7 @@ from cnnlab.layers import (
     Concat,
     Conv1D,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     Dropout,
     DropPath,
@@ -68,7 +69,7 @@ from cnnlab.train import (
 
 __all__ = [
     "ELU", "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D",
-    "DataError", "Dense", "Dropout", "Flatten", "GELU",
+    "ConvTranspose2D", "DataError", "Dense", "Dropout", "Flatten", "GELU",
     "GlobalAvgPool2D", "Hardswish", "Layer", "LeakyReLU", "LocalResponseNorm", "LocallyConnected1D",
     "LocallyConnected2D", "Maxout", "MaxPool1D", "MaxPool2D", "ModelFileError", "MulticlassSVM",
     "PReLU", "Parameter", "PixelRangeWarning", "ReLU", "ReLU6", "Residual", "Sequential", "ShapeError",

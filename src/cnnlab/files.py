@@ -6,7 +6,8 @@ bytes written and fsync'd, os.replace onto the target, then the folder fsync'd. 
 kill -9 or a full disk leaves the previous file intact, and at worst a `.NAME.tmpPID-RANDOM` beside
 it (`cnnlab train` removes those of its run folder when a run starts).
 `read_regular` is the safe way to read a file cnnlab is given (model files, images): regular files
-only, never more than their declared size. Imports nothing of cnnlab: every part may import it.
+only, never more than their declared size; `open_regular` opens one the same way for reading in
+parts (a foreign weights file, tensor by tensor). Imports nothing of cnnlab: every part may import it.
 """
 
 from __future__ import annotations
@@ -83,11 +84,10 @@ def temporary_name(path: Path) -> str:
 TEMPORARY = r"\.(?P<name>.+)\.tmp(?P<pid>\d+)-[0-9a-f]{8}"  # a pattern for re.fullmatch
 
 
-def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
-    """The bytes of the regular file at `path`: never more than the size it declares (nor
-    `max_bytes`), so a FIFO cannot block (it is opened with O_NONBLOCK and refused), and a device
-    such as /dev/zero, or a link to one, cannot be read until memory runs out. OSError otherwise:
-    IsADirectoryError for a folder, EINVAL "not a regular file (...)", EFBIG above `max_bytes`."""
+def open_regular(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[int, int]:
+    """(a read-only descriptor, the size) of the regular file at `path`, for reading parts of it
+    (a foreign safetensors file's tensors one by one); the caller closes the descriptor. Refused as
+    read_regular refuses: IsADirectoryError, EINVAL "not a regular file (...)", EFBIG."""
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     fd = os.open(path, flags)
     try:
@@ -101,7 +101,20 @@ def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes
         if max_bytes is not None and info.st_size > max_bytes:
             raise OSError(errno.EFBIG, f"{info.st_size:,} bytes, more than the {max_bytes:,} "
                                        "allowed", str(path))
-        chunks, left = [], info.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, info.st_size
+
+
+def read_regular(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of the regular file at `path`: never more than the size it declares (nor
+    `max_bytes`), so a FIFO cannot block (it is opened with O_NONBLOCK and refused), and a device
+    such as /dev/zero, or a link to one, cannot be read until memory runs out. OSError otherwise:
+    IsADirectoryError for a folder, EINVAL "not a regular file (...)", EFBIG above `max_bytes`."""
+    fd, left = open_regular(path, max_bytes)
+    try:
+        chunks = []
         while left > 0 and (chunk := os.read(fd, min(left, 1 << 24))):
             chunks.append(chunk)
             left -= len(chunk)

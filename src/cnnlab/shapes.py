@@ -2,6 +2,8 @@
 
 The lecture's rule for a sliding window of extent F, stride S and zero padding P:
     W2 = (W1 − F + 2P)/S + 1
+A window dilated by d (a convolution's taps d apart) spans F' = d·(F − 1) + 1 pixels, and F'
+takes F's place in the rule, in "same" padding and in the "doesn't fit" messages.
 When the padding is split unevenly (padding="same" with an odd total), 2P becomes P_before + P_after.
 fit="exact" refuses a W2 that is not whole; fit="floor" drops the leftover rows and columns.
 
@@ -108,18 +110,25 @@ def hints_named(names: Names) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class Axis:
-    """One spatial axis of a sliding window: input size, extent F, stride S, padding per side."""
+    """One spatial axis of a sliding window: input size, extent F, stride S, padding per side,
+    dilation d (taps d pixels apart: the window spans F' = d·(F − 1) + 1)."""
 
     name: str
     size: int
     kernel: int
     stride: int
     pad: tuple[int, int]
+    dilation: int = 1
+
+    @property
+    def extent(self) -> int:
+        """F' = d·(F − 1) + 1, the pixels the window spans (F when not dilated)."""
+        return self.dilation * (self.kernel - 1) + 1
 
     @property
     def span(self) -> int:
-        """W − F + 2P: how far the window travels."""
-        return self.size + self.pad[0] + self.pad[1] - self.kernel
+        """W − F' + 2P: how far the window travels."""
+        return self.size + self.pad[0] + self.pad[1] - self.extent
 
     @property
     def fits(self) -> bool:
@@ -138,7 +147,7 @@ class Axis:
             pad = f" + 2·{p0}"
         else:
             pad = ""
-        text = f"({self.size} − {self.kernel}{pad})/{self.stride} + 1 = {fmt(self.span / self.stride + 1)}"
+        text = f"({self.size} − {self.extent}{pad})/{self.stride} + 1 = {fmt(self.span / self.stride + 1)}"
         return text if self.fits or not floor_arrow else f"{text} → {self.out}"
 
 
@@ -175,11 +184,31 @@ class Window:
         return self.h.out, self.w.out
 
     @property
+    def dilation(self) -> tuple[int, int]:
+        return self.h.dilation, self.w.dilation
+
+    @property
     def shown(self) -> tuple[Axis, ...]:
         return (self.w,) if self.ndim == 1 else (self.h, self.w)
 
     def extent(self) -> str:
-        return "×".join(str(a.kernel) for a in self.shown)
+        """ "5×5", or "3×3 dilated by 2 (extent 5×5)" for a dilated window."""
+        kernel = "×".join(str(a.kernel) for a in self.shown)
+        if all(a.dilation == 1 for a in self.shown):
+            return kernel
+        dilations = [a.dilation for a in self.shown]
+        by = str(dilations[0]) if len(set(dilations)) == 1 else "×".join(map(str, dilations))
+        return f"{kernel} dilated by {by} (extent {'×'.join(str(a.extent) for a in self.shown)})"
+
+    def dilation_text(self) -> str:
+        """ "F' = d·(F − 1) + 1 = 2·(3 − 1) + 1 = 5" (per axis when they differ: "F'_H = …,
+        F'_W = …"); "" for an undilated window."""
+        if all(a.dilation == 1 for a in self.shown):
+            return ""
+        texts = [f"{a.dilation}·({a.kernel} − 1) + 1 = {a.extent}" for a in self.shown]
+        if len(set(texts)) == 1:
+            return f"F' = d·(F − 1) + 1 = {texts[0]}"
+        return ", ".join(f"F'_{a.name} = {text}" for a, text in zip(self.shown, texts, strict=True))
 
     def size_text(self) -> str:
         return "×".join(str(a.size) for a in self.shown)
@@ -203,14 +232,17 @@ def window(
     *,
     ndim: int = 2,
     max_pad: tuple[int, int] | None = None,
+    dilation: tuple[int, int] = (1, 1),
 ) -> Window:
     """Resolves padding and checks that the window fits; raises ShapeError with the arithmetic.
 
     `owner` names the layer in messages; `max_pad` limits explicit padding (pooling allows at
-    most half the window, as PyTorch does).
+    most half the window, as PyTorch does); `dilation` spaces a convolution's taps (the window
+    then spans F' = d·(F − 1) + 1, which "same" padding and the fit use).
     """
     if padding == "same":
-        pads = [same_padding(n, k, s) for n, k, s in zip(size, kernel, stride, strict=True)]
+        pads = [same_padding(n, d * (k - 1) + 1, s)
+                for n, k, s, d in zip(size, kernel, stride, dilation, strict=True)]
     elif padding == "valid":
         pads = [(0, 0), (0, 0)]
     else:
@@ -223,7 +255,7 @@ def window(
                 f"{kernel[2 - ndim:]}; the edge windows would hold only padding. Use {limit}."
             )
     h, w = (Axis(name, *args) for name, args in zip(
-        "HW", zip(size, kernel, stride, pads, strict=True), strict=True
+        "HW", zip(size, kernel, stride, pads, dilation, strict=True), strict=True
     ))
     win = Window(h, w, ndim)
     for axis in win.shown:
@@ -233,7 +265,7 @@ def window(
                 axis.pad[0] if axis.pad[0] == axis.pad[1] else axis.pad)
             raise ShapeError(
                 f"{owner}: window {win.extent()} does not fit the padded input. "
-                f"Expected {padded} ≥ {axis.kernel}. Received: input size {win.size_text()}, {received}"
+                f"Expected {padded} ≥ {axis.extent}. Received: input size {win.size_text()}, {received}"
             )
     # "same" fixes the output at ceil(W/S); any leftover is dropped, as TensorFlow does
     if fit == "exact" and padding != "same":
@@ -255,15 +287,15 @@ def suggest(win: Window, max_pad: tuple[int, int] | None) -> str:
     the names `hints_named` set (the API's by default)."""
     names = _names.get()
     axes = win.shown
-    pad_limit = min(max_pad[2 - win.ndim:]) if max_pad else max(a.kernel for a in axes) - 1
+    pad_limit = min(max_pad[2 - win.ndim:]) if max_pad else max(a.extent for a in axes) - 1
     paddings = [
         p for p in range(0, pad_limit + 1)
         if p != axes[0].pad[0]
-        and all((a.size + 2 * p - a.kernel) % a.stride == 0 and a.size + 2 * p >= a.kernel
+        and all((a.size + 2 * p - a.extent) % a.stride == 0 and a.size + 2 * p >= a.extent
                 for a in axes)
     ][:1]
     strides = [
-        s for s in range(1, max(a.kernel for a in axes) + 1)
+        s for s in range(1, max(a.extent for a in axes) + 1)
         if s != axes[0].stride and all(a.span % s == 0 for a in axes)
     ]
     options = [names.padding.format(p) for p in paddings]

@@ -1,5 +1,5 @@
 """The `cnnlab` command (also `python -m cnnlab`): train, evaluate, predict, features, summary,
-explain, zoo, report, demo, lr-find, export.
+explain, zoo, report, demo, lr-find, export, convert.
 
 Exit status: 0 success; 2 usage error (a bad flag, flag value or config key); 1 failure (a
 missing or corrupt file, a data or shape error, training that diverged), reported as one line
@@ -19,6 +19,7 @@ train, viz, ...), and nothing outside cli imports them but __main__.py, through 
     info.py      cnnlab summary, explain, zoo        pictures.py  cnnlab report, demo
     lr_find.py   cnnlab lr-find
     export.py    cnnlab export (ONNX)
+    weights.py   cnnlab convert, train --weights (pretrained torchvision/timm weights)
 """
 
 from cnnlab.cli.console import main

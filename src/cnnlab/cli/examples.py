@@ -102,6 +102,7 @@ examples:
 EXPLAIN_EXAMPLES = """\
 examples (the lecture's; --input is H×W×D, depth last, as the lecture writes it):
   cnnlab explain conv --input 32x32x3 --filters 10 --size 5 --stride 1 --pad 2
+  cnnlab explain conv --input 14x14x192 --filters 192 --size 3 --pad 1 --groups 192
   cnnlab explain pool --input 7x7x3 --size 3 --stride 3
 
 A configuration that does not fit is explained too, with the arithmetic and what would fit;
@@ -161,4 +162,21 @@ Needs the optional extra: pip install "cnnlab[onnx]". The ONNX graph takes `inpu
 `output`, the class scores (no softmax). The file's metadata_props hold "preprocess" (mean,
 std, scale, channels, resize, input_size) and "class_names" as JSON. The file is written
 atomically and checked with onnx.checker; a layer that cannot be exported is named.
+"""
+
+CONVERT_EXAMPLES = """\
+examples:
+  cnnlab convert resnet18.safetensors --model resnet18 --out resnet18-imagenet.safetensors
+  cnnlab convert model.safetensors --model se-resnet50 --out se50.safetensors   # timm/seresnet50
+  cnnlab convert mine.safetensors --model resnet50 --classes classes.txt --out mine-cnnlab.safetensors
+  cnnlab predict resnet18-imagenet.safetensors cat.jpg
+
+WEIGHTS is a state_dict saved with safetensors (never a pickled .pth): the Hugging Face hub's
+timm models publish model.safetensors (e.g. timm/resnet18.a1_in1k); a torchvision .pth becomes
+one with safetensors.torch.save_file(torch.load(PTH), OUT) in your own environment. Names and
+shapes are checked against --model; the number of classes is read from the file's classifier.
+The model file records the preprocessing the published accuracies assume: ImageNet's mean and
+std (GoogLeNet: 0.5 and 0.5), the shorter side resized to --resize (default 256 for a 224×224
+input), then the centre crop; and the class names (--classes: imagenet, the default for 1,000
+classes, or a text file with one name a line).
 """

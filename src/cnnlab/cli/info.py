@@ -71,7 +71,8 @@ def cmd_explain(args) -> int:
     h, w, d = args.input
     try:
         if args.layer == "conv":
-            layer = cl.Conv2D(args.filters, args.size, args.stride, args.pad, bias=not args.no_bias)
+            layer = cl.Conv2D(args.filters, args.size, args.stride, args.pad, bias=not args.no_bias,
+                              dilation=args.dilation, groups=args.groups)
         else:
             pool = cl.AvgPool2D if args.avg else cl.MaxPool2D
             layer = pool(args.size, args.stride, args.pad)

@@ -19,6 +19,7 @@ from cnnlab.cli.common import (
     shape_hwd,
 )
 from cnnlab.cli.examples import (
+    CONVERT_EXAMPLES,
     DEMO_EXAMPLES,
     EVALUATE_EXAMPLES,
     EXPLAIN_EXAMPLES,
@@ -38,6 +39,7 @@ from cnnlab.cli.pictures import cmd_demo, cmd_report
 from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.transfer import freeze_spec, model_spec
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
+from cnnlab.cli.weights import cmd_convert
 from cnnlab.train.features import DISTANCES
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -60,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="no progress bars (they show on a terminal or in Jupyter)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in (_train, _evaluate, _predict, _features, _summary, _explain, _report, _demo, _zoo,
-                _lr_find, _export):
+                _lr_find, _export, _convert):
         add(sub, common)
     return parser
 
@@ -114,6 +116,9 @@ def _train(sub, common) -> None:
                 "the first N layers; frozen BatchNorm uses its running statistics")
     option("--body-lr-scale", type=non_negative, metavar="S",
            help="the body's learning rate is S times --lr (e.g. 0.1: fine-tune gently)")
+    option("--weights", metavar="FILE",
+           help="start from pretrained weights: a torchvision/timm state_dict in safetensors for "
+                "--model (an ImageNet model; a head for other classes starts at zero)")
     p.add_argument("-c", "--config", metavar="FILE", help="TOML file of options; flags override it")
     p.set_defaults(actions=actions)
 
@@ -187,6 +192,10 @@ def _explain(sub, common) -> None:
         q.add_argument("--pad", type=padding, default=0, metavar="P", help="int, same or valid")
         if name == "conv":
             q.add_argument("--no-bias", action="store_true", help="count weights only")
+            q.add_argument("--dilation", type=positive_int, default=1, metavar="D",
+                           help="taps D apart: the window spans D·(F − 1) + 1 (default 1)")
+            q.add_argument("--groups", type=positive_int, default=1, metavar="G",
+                           help="filters see D1/G channels each; G = D1 is depthwise (default 1)")
         else:
             q.add_argument("--avg", action="store_true", help="average instead of max pooling")
     p.set_defaults(parser=p)
@@ -255,3 +264,19 @@ def _export(sub, common) -> None:
     p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
     p.add_argument("--opset", type=positive_int, default=17, metavar="N",
                    help="ONNX operator set (default 17; 14 up to the onnx package's newest)")
+
+
+def _convert(sub, common) -> None:
+    p = _command(sub, common, "convert", cmd_convert,
+                 "pretrained torchvision/timm weights (safetensors) → a cnnlab model file",
+                 CONVERT_EXAMPLES)
+    p.add_argument("weights", metavar="WEIGHTS", help="a .safetensors state_dict")
+    p.add_argument("--model", required=True, choices=sorted(cl.zoo.LAYOUTS), metavar="NAME",
+                   help=f"its architecture: {', '.join(sorted(cl.zoo.LAYOUTS))}")
+    p.add_argument("--out", required=True, metavar="FILE", help="the cnnlab model file to write")
+    p.add_argument("--classes", metavar="imagenet|FILE",
+                   help="class names: imagenet (default for 1,000 classes) or a file, one a line")
+    p.add_argument("--input", type=shape_chw, metavar="CxHxW",
+                   help="model input, channels first (default 3x224x224)")
+    p.add_argument("--resize", type=positive_int, metavar="N",
+                   help="shorter side before the centre crop (default: 256 for a 224×224 input)")

@@ -12,6 +12,7 @@ import cnnlab as cl
 from cnnlab.cli import transfer
 from cnnlab.cli.common import Failure, UsageError, one_line, printable, say
 from cnnlab.cli.runs import CHECKPOINT, CONFIG, locked_run, read_config, run_dir, write_config
+from cnnlab.cli.weights import check_model, initialise
 from cnnlab.core import volume
 from cnnlab.data import augment
 from cnnlab.data.datasets import DATASETS
@@ -30,7 +31,7 @@ SCHEDULES = ("constant", "cosine", "step", "onecycle")
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
 FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input", "freeze",
-         "body-lr-scale")
+         "body-lr-scale", "weights")
 
 
 def train_options(args) -> tuple[dict, Path | None]:
@@ -63,6 +64,8 @@ def train_options(args) -> tuple[dict, Path | None]:
     opts.setdefault("weight-decay", WEIGHT_DECAY.get(name, 0.0))
     opts.pop("resume", None)
     transfer.check(opts)
+    if "weights" in opts:
+        check_model(opts["model"])
     return opts, checkpoint
 
 
@@ -88,7 +91,8 @@ def _comparable(key: str, value):
     """A value as the run records it: a data folder or a model file by its absolute path."""
     if key == "data" and value is not None and value not in DATASETS:
         return str(Path(value).resolve())
-    if key == "model" and value is not None and transfer.is_model_file(value):
+    if key in ("model", "weights") and value is not None and (
+            key == "weights" or transfer.is_model_file(value)):
         return str(Path(value).resolve())
     return value
 
@@ -184,6 +188,8 @@ def _model(opts: dict, model, checkpoint: Path | None, source: Source, x, names:
         model = cl.zoo.get(opts["model"], num_classes=len(names), input_shape=x.shape[1:],
                            seed=opts["seed"])
         model.class_names = names
+        if "weights" in opts:
+            initialise(model, opts["model"], opts["weights"])
     elif model.input_shape != x.shape[1:]:
         raise Failure(f"{checkpoint or opts['model']} takes {volume(model.input_shape)} inputs; "
                       f"{source.spec} has {volume(x.shape[1:])} images")

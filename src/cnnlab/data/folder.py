@@ -10,10 +10,13 @@ model's input (C, H, W) as uint8:
   - transparency is composited onto black (Fashion-MNIST's background);
   - 16-bit and float images are scaled to 0–255;
   - C = 1: grayscale by Pillow's ITU-R 601 luma, L = 0.299·R + 0.587·G + 0.114·B; C = 3: RGB;
-  - the size becomes H×W by Lanczos resampling, by one of two rules (RESIZE): "stretch" (the
-    default: the whole image, the aspect ratio not kept) or "center-crop" (the shorter side
-    scaled to fit, then the middle H×W cut out: the aspect ratio kept, the edges lost). A model
-    records its rule (Preprocess.resize), and predict and evaluate read images by it.
+  - the size becomes H×W by Lanczos resampling, by one of three rules (RESIZE): "stretch" (the
+    default: the whole image, the aspect ratio not kept), "center-crop" (the shorter side
+    scaled to fit, then the middle H×W cut out: the aspect ratio kept, the edges lost) or
+    "center-crop:N" (the shorter side scaled to N pixels, then the middle H×W cut out:
+    torchvision's Resize(256) + CenterCrop(224) is "center-crop:256" for a 224×224 model, the
+    protocol of the published ImageNet accuracies). A model records its rule
+    (Preprocess.resize), and predict and evaluate read images by it.
 Colours are never inverted: Fashion-MNIST and MNIST are light objects on a dark background, so
 a photo of a dark shirt on a white table needs inverting by the user.
 
@@ -45,16 +48,29 @@ from cnnlab.files import read_regular
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 #: the Pillow decoders used (JPEG opens the multi-picture MPO files of phone cameras too)
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")
-#: how an image of another size becomes H×W (see the module docstring)
-RESIZE = ("stretch", "center-crop")
+#: how an image of another size becomes H×W (see the module docstring); "center-crop:N" takes
+#: the shorter side's size N, 1 ≤ N ≤ MAX_SHORTER_SIDE
+RESIZE = ("stretch", "center-crop", "center-crop:N")
+MAX_SHORTER_SIDE = 1 << 14
 #: load_folder(lazy=None) decodes a folder whole up to this many bytes of pixels, lazily above
 EAGER_BYTES = 2 << 30
 
 
 def check_resize(rule: str) -> str:
-    if rule not in RESIZE:
-        raise ValueError(f"resize must be one of {', '.join(RESIZE)}. Received: resize={rule!r}")
-    return rule
+    if rule in RESIZE[:2] or shorter_side(rule) is not None:
+        return rule
+    raise ValueError(f"resize must be one of {', '.join(RESIZE)} (N a whole number of pixels, "
+                     f"1 to {MAX_SHORTER_SIDE}). Received: resize={rule!r:.80}")
+
+
+def shorter_side(rule) -> int | None:
+    """N of a "center-crop:N" rule; None for any other value."""
+    if not isinstance(rule, str) or not rule.startswith("center-crop:"):
+        return None
+    digits = rule.removeprefix("center-crop:")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 5 and digits[0] != "0"):
+        return None
+    return int(digits) if int(digits) <= MAX_SHORTER_SIDE else None
 
 
 def _pillow():
@@ -126,13 +142,14 @@ def _read(path: Path) -> bytes:
 
 def _resized(image, h: int, w: int, rule: str):
     """`image` at w×h by `rule`: "stretch" the whole image, or "center-crop" the shorter side
-    scaled to fit and the middle cut out."""
+    scaled to fit ("center-crop:N": to N, or to fit if that is more) and the middle cut out."""
     Image, _ = _pillow()
-    if image.size == (w, h):
+    side = shorter_side(rule)
+    if image.size == (w, h) and (side is None or side == min(w, h)):
         return image
     if rule == "stretch":
         return image.resize((w, h), Image.Resampling.LANCZOS)
-    factor = max(w / image.size[0], h / image.size[1])
+    factor = max(w / image.size[0], h / image.size[1], (side or 0) / min(image.size))
     width, height = (max(w, round(image.size[0] * factor)), max(h, round(image.size[1] * factor)))
     left, top = (width - w) // 2, (height - h) // 2
     return image.resize((width, height), Image.Resampling.LANCZOS).crop((left, top, left + w, top + h))
@@ -170,9 +187,11 @@ def describe_conversion(path, mode: str, size: tuple[int, int], input_shape: Seq
     rule), or None if nothing changed."""
     c, h, w = _target(input_shape)
     target = "L" if c == 1 else "RGB"
-    if mode == target and size == (h, w):
+    side = shorter_side(resize)
+    cropped = size != (h, w) or side not in (None, min(h, w))
+    if mode == target and not cropped:
         return None
-    rule = ", center-crop" if resize == "center-crop" and size != (h, w) else ""
+    rule = f", {resize}" if resize.startswith("center-crop") and cropped else ""
     return f"{path}: {_mode_name(mode)} {size[0]}×{size[1]} → {_mode_name(target)} {h}×{w}{rule}"
 
 

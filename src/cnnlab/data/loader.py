@@ -26,7 +26,8 @@ class Preprocess:
     same numbers. Pixels are uint8 (scale 1/255); float pixels on another range are passed with
     that range (`__call__(x, pixel_range=1.0)`). `channels` is the channel order ("L" for one
     channel, "RGB" for three); `resize` how an image of another size is brought to the model's
-    H×W ("stretch" or "center-crop", see cnnlab.data.folder).
+    H×W ("stretch", "center-crop", or "center-crop:N": the shorter side to N pixels, then the
+    middle cut out, as torchvision's Resize(N) + CenterCrop; see cnnlab.data.folder).
     """
 
     def __init__(self, mean, std, scale: float = 1 / 255, *, resize: str = "stretch",
@@ -94,7 +95,8 @@ class Preprocess:
 
     def __repr__(self) -> str:
         rule = "" if self.resize == "stretch" else f", resize={self.resize!r}"
-        return f"Preprocess(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()}{rule})"
+        mean, std = ([round(float(v), 4) for v in values] for values in (self.mean, self.std))
+        return f"Preprocess(mean={mean}, std={std}{rule})"
 
 
 Transform = Callable[[np.ndarray, np.random.Generator], np.ndarray]

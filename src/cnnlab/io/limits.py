@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 from cnnlab.core import Layer, ModelFileError
-from cnnlab.layers import Conv2D, Dense, LocallyConnected1D, LocallyConnected2D
+from cnnlab.layers import Conv2D, ConvTranspose2D, Dense
 
 #: JSON in a file's metadata nested deeper than this is refused (a zoo architecture nests 6 deep)
 MAX_JSON_DEPTH = 64
@@ -88,12 +88,8 @@ def footprint(layers: list[Layer], shape: tuple[int, ...]) -> Footprint:
                 inner = footprint([part], part_shape)
                 params, activations = params + inner.params, activations + inner.activations
                 count += inner.layers
-        elif isinstance(layer, Conv2D):  # Conv1D and LocallyConnected1D/2D are Conv2Ds
-            kernel = layer.kernel_size
-            per_filter = shape[0] * (math.prod(kernel) if isinstance(kernel, tuple) else kernel)
-            local = isinstance(layer, LocallyConnected1D | LocallyConnected2D)
-            copies = math.prod(out[1:]) if local else 1
-            params += layer.filters * (per_filter + bool(layer.use_bias)) * copies
+        elif isinstance(layer, Conv2D | ConvTranspose2D):  # Conv1D, LocallyConnected too
+            params += layer.param_count(shape)  # groups, positions: the layer's own count
         elif isinstance(layer, Dense):
             params += layer.units * (shape[0] + bool(layer.use_bias))
         activations += math.prod(out)

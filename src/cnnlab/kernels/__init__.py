@@ -1,11 +1,18 @@
 """The kernels: the convolution and pooling math on NCHW arrays, the only code that plays with
 strides. The layers (cnnlab.layers) are thin classes around them.
 
-    geometry.py   the window's arguments (Pair, Padding), out_size, pad, one kernel offset's view
-    chunks.py     samples per chunk, the batch's chunks, the backward skeleton the conv paths share
-    plain.py      im2col, col2im and the plain convolution path (conv_forward_cols, any window)
+    geometry.py   the window's arguments (Pair, Padding), out_size, pad, dilated extents, one
+                  kernel offset's view
+    chunks.py     samples per chunk, the batch's chunks, the backward skeleton the conv paths
+                  share, the depthwise paths' blocks of channels and samples
+    plain.py      im2col, col2im and the plain convolution path (conv_forward_cols, any window,
+                  dilation and groups)
     wide.py       the wide path: stride-1 convolutions over whole padded rows (conv_forward_wide)
     same.py       the "same" path: output (H/S, W/S) by phases and shifted runs (conv_forward_same)
+    depthwise.py  groups = C: tap-by-tap multiply-adds over padded phases (any window), and
+                  the dispatch to depthwise_same.py, the same on the input's own memory when
+                  the output is (H/S, W/S)
+    transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path
     adaptive.py   adaptive average pooling (PyTorch's windows): gathers, or a reshape and a sum
@@ -28,7 +35,18 @@ from cnnlab.kernels.adaptive import (
     adaptive_avgpool_forward,
     adaptive_windows,
 )
-from cnnlab.kernels.geometry import Padding, Pair, out_size, pad
+from cnnlab.kernels.depthwise import (
+    depthwise_backward,
+    depthwise_backward_padded,
+    depthwise_forward,
+    depthwise_forward_padded,
+)
+from cnnlab.kernels.depthwise_same import (
+    depthwise_backward_same,
+    depthwise_forward_same,
+    depthwise_same_applies,
+)
+from cnnlab.kernels.geometry import Padding, Pair, dilated, out_size, pad
 from cnnlab.kernels.plain import col2im, conv_backward_cols, conv_forward_cols, im2col
 from cnnlab.kernels.pool import (
     avgpool_backward,
@@ -45,6 +63,7 @@ from cnnlab.kernels.same import (
     conv_same_applies,
     im2col_same,
 )
+from cnnlab.kernels.transpose import conv_transpose_backward, conv_transpose_forward
 from cnnlab.kernels.wide import (
     conv_backward_wide,
     conv_forward_wide,
@@ -56,7 +75,11 @@ from cnnlab.kernels.wide import (
 __all__ = [
     "Padding", "Pair", "avgpool_backward", "avgpool_forward", "col2im", "col2im_same",
     "conv_backward_cols", "conv_backward_same", "conv_backward_wide", "conv_forward_cols",
-    "conv_forward_same", "conv_forward_wide", "conv_same_applies", "conv_wide_applies", "im2col",
+    "conv_forward_same", "conv_forward_wide", "conv_same_applies", "conv_transpose_backward",
+    "conv_transpose_forward", "conv_wide_applies", "depthwise_backward",
+    "depthwise_backward_padded", "depthwise_backward_same", "depthwise_forward",
+    "depthwise_forward_padded", "depthwise_forward_same", "depthwise_same_applies", "dilated",
+    "im2col",
     "im2col_same", "im2col_wide", "maxpool2x2_applies", "maxpool2x2_backward", "maxpool2x2_forward",
     "maxpool_backward", "maxpool_forward", "out_size", "pad", "wide_planes",
     # issue 20: adaptive average pooling, average pooling without the padding in the mean

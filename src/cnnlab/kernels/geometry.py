@@ -30,6 +30,14 @@ def _pairs(stride, padding) -> tuple[Pair, Padding]:
     return (int(sh), int(sw)), ((int(pt), int(pb)), (int(pl), int(pr)))
 
 
+def dilated(kh: int, kw: int, dilation) -> tuple[Pair, Pair]:
+    """((dh, dw), (kh', kw')): the dilation as a pair, and the extents a dilated kernel spans,
+    k' = d·(k − 1) + 1 (the kernel itself for d = 1). Offset u of a dilated kernel reads
+    x[:, :, u·dh + i·sh, …]: the window's taps dh rows apart."""
+    dh, dw = (dilation, dilation) if np.isscalar(dilation) else dilation
+    return (int(dh), int(dw)), (int(dh) * (kh - 1) + 1, int(dw) * (kw - 1) + 1)
+
+
 def out_size(h: int, w: int, kh: int, kw: int, stride, padding) -> Pair:
     """(H_out, W_out), H_out = floor((H + top + bottom − kh)/sh) + 1."""
     (sh, sw), ((pt, pb), (pl, pr)) = _pairs(stride, padding)

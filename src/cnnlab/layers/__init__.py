@@ -1,6 +1,7 @@
 """Every layer family, one module each, and the containers.
 
-    conv.py Conv2D, Conv1D        local.py LocallyConnected2D/1D     dense.py Dense, Flatten
+    conv.py Conv2D, Conv1D (dilation, groups)   transpose.py ConvTranspose2D
+    local.py LocallyConnected2D/1D     dense.py Dense, Flatten
     pool.py max/avg/global pooling  activation.py Sigmoid … Maxout   norm.py BatchNorm, LRN
     activation_modern.py ReLU6, SiLU, Hardswish, GELU (and its erf)  dropout.py Dropout
     containers.py Sequential      blocks.py Residual, Concat, SqueezeExcite
@@ -24,9 +25,11 @@ from cnnlab.layers.norm import BatchNorm1D, BatchNorm2D, LocalResponseNorm
 from cnnlab.layers.norm_modern import GroupNorm, LayerNorm, LayerScale
 from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from cnnlab.layers.pool_adaptive import AdaptiveAvgPool2D, GlobalMaxPool2D
+from cnnlab.layers.transpose import ConvTranspose2D
 
 __all__ = [
-    "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D", "Dense",
+    "AvgPool1D", "AvgPool2D", "BatchNorm1D", "BatchNorm2D", "Concat", "Conv1D", "Conv2D",
+    "ConvTranspose2D", "Dense",
     "Dropout", "ELU", "Flatten", "GELU", "GlobalAvgPool2D", "Hardswish", "LeakyReLU",
     "LocalResponseNorm", "LocallyConnected1D", "LocallyConnected2D", "Maxout", "MaxPool1D",
     "MaxPool2D", "PReLU", "ReLU", "ReLU6", "Residual", "Sequential", "SiLU", "Sigmoid",

@@ -42,6 +42,10 @@ class WindowLayer(Layer):
             )
         self.fit = shapes.check_fit(fit, owner)
 
+    def _dilation(self) -> tuple[int, int]:
+        """(d_h, d_w), the spacing of the window's taps: 1 for pooling (Conv2D overrides it)."""
+        return 1, 1
+
     # the 2-D view of the hyperparameters that the kernels use
     def _geometry(self) -> tuple[tuple[int, int], tuple[int, int], object]:
         if self.ndim == 2:
@@ -66,7 +70,8 @@ class WindowLayer(Layer):
         kernel, stride, padding = self._geometry()
         max_pad = (kernel[0] // 2, kernel[1] // 2) if self.limit_padding else None
         return shapes.window(
-            self.label, size, kernel, stride, padding, self.fit, ndim=self.ndim, max_pad=max_pad
+            self.label, size, kernel, stride, padding, self.fit, ndim=self.ndim, max_pad=max_pad,
+            dilation=self._dilation(),
         )
 
     def _spatial_out(self, win: shapes.Window) -> tuple[int, ...]:
@@ -107,10 +112,14 @@ class WindowLayer(Layer):
         lines.append(f"requires {self._requires()}, {self._pad_text(win)}")
         out = self.output_shape(input_shape)
         lines.append(f"produces a volume {dims.replace('1', '2')} = {volume(out)}")
+        if dilated := win.dilation_text():
+            lines.append(f"  {dilated} (the dilated window's extent)")
+        extent = "F'" if dilated else "F"
         for axis in win.shown:
             p0, p1 = axis.pad
             pads = "2P" if p0 == p1 else "P_before + P_after"
-            lines.append(f"  {axis.name}2 = ({axis.name}1 − F + {pads})/S + 1 = {axis.formula()}")
+            lines.append(f"  {axis.name}2 = ({axis.name}1 − {extent} + {pads})/S + 1 = "
+                         f"{axis.formula()}")
         lines.append(f"  {self._depth(input_shape)}")
         lines.extend(self._param_lines(input_shape))
         return "\n".join(lines)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnlab import kernels
-from cnnlab.core import Parameter, Shape
+from cnnlab import kernels, shapes
+from cnnlab.core import Parameter, Shape, ShapeError
 from cnnlab.init import initialize
-from cnnlab.layers._window import WeightedMixin, WindowLayer, positive_int
+from cnnlab.layers._window import WeightedMixin, WindowLayer, _single, positive_int
 from cnnlab.shapes import param_formula
 
 
@@ -25,17 +25,28 @@ class Conv2D(WeightedMixin, WindowLayer):
     and col2im as one shifted run per channel and kernel offset), other stride-1 layers on large
     maps by kernels.conv_forward_wide, the rest by plain im2col (kernels.conv_forward_cols).
 
+    Dilation d spaces the taps: x_pad[n, c, i·S + d·u, j·S + d·v], a window of extent
+    F' = d·(F − 1) + 1, which replaces F in the output size. Groups g split the channels: filter
+    k sees only the C/g channels of its group ⌊k/(K/g)⌋, and the GEMM becomes g GEMMs
+    Y_g = W_g · X_col_g (kernels.conv_forward_cols with groups); g = C is the depthwise
+    convolution, computed tap by tap (kernels.depthwise_forward).
+
     Shape:
-        x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1 (must be whole
-        unless fit="floor")    weight: (K, C, F, F)    bias: (K,)    parameters: (F·F·C + 1)·K
+        x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F' + 2P)/S + 1 (must be whole
+        unless fit="floor"), F' = d·(F − 1) + 1    weight: (K, C/g, F, F)    bias: (K,)
+        parameters: (F·F·C/g + 1)·K
 
     Args:
         filters: K, the number of filters (output maps).
-        kernel_size: F, an int or a pair (F_h, F_w). Filters always span the full input depth C.
+        kernel_size: F, an int or a pair (F_h, F_w). Filters span the input depth C
+            (C/g with groups).
         stride: S, an int or a pair.
         padding: P, an int or a pair (zeros on both sides), "valid" (0) or "same":
-            H_out = ceil(H/S) for any stride, total pad (H_out − 1)·S + F − H split with the
+            H_out = ceil(H/S) for any stride, total pad (H_out − 1)·S + F' − H split with the
             odd extra row/column on the bottom/right (TensorFlow's rule).
+        dilation: d, an int or a pair: the taps' spacing (1: adjacent, the usual convolution).
+        groups: g, dividing both C and K: filters see only their group's C/g channels;
+            groups=C is the depthwise convolution (MobileNet), K = C or a multiple of it.
         bias: learn one bias per filter.
         fit: "exact" refuses an output size that is not whole; "floor" drops the leftover
             rows/columns, as PyTorch does.
@@ -44,32 +55,60 @@ class Conv2D(WeightedMixin, WindowLayer):
     """
 
     def __init__(
-        self, filters: int, kernel_size, stride=1, padding=0, *, bias: bool = True,
-        fit: str = "exact", init: str = "auto",
+        self, filters: int, kernel_size, stride=1, padding=0, *, dilation=1, groups: int = 1,
+        bias: bool = True, fit: str = "exact", init: str = "auto",
     ) -> None:
         super().__init__(kernel_size, stride, padding, fit)
-        self.filters = positive_int(filters, "filters", self.kind)
+        owner = self.kind
+        self.filters = positive_int(filters, "filters", owner)
+        self.dilation = (shapes.as_pair(dilation, "dilation", owner) if self.ndim == 2
+                         else _single(dilation, "dilation", owner, minimum=1))
+        self.groups = positive_int(groups, "groups", owner)
+        if self.filters % self.groups:
+            raise ValueError(
+                f"{owner}: groups={self.groups} must divide filters={self.filters} (each group "
+                f"has K/g filters). Received: filters={self.filters}, groups={self.groups}")
         self.use_bias = bool(bias)
         self._set_init(init)
         self.weight: Parameter | None = None
         self.bias: Parameter | None = None
 
     def config(self) -> dict:
+        """The constructor's arguments; dilation and groups only when not 1, so a file of an
+        ordinary convolution reads as it did before they existed."""
+        extra = {"dilation": self.dilation} if self._dilation() != (1, 1) else {}
+        if self.groups != 1:
+            extra["groups"] = self.groups
         return {
             "filters": self.filters, "kernel_size": self.kernel_size, "stride": self.stride,
-            "padding": self.padding, "bias": self.use_bias, "fit": self.fit, "init": self.init,
+            "padding": self.padding, **extra, "bias": self.use_bias, "fit": self.fit,
+            "init": self.init,
         }
+
+    def _dilation(self) -> tuple[int, int]:
+        return self.dilation if self.ndim == 2 else (1, self.dilation)
+
+    def window(self, input_shape: Shape) -> shapes.Window:
+        """WindowLayer.window, and groups must divide the input depth."""
+        win = super().window(input_shape)
+        if input_shape[0] % self.groups:
+            raise ShapeError(
+                f"{self.label}: groups={self.groups} must divide the input depth D1 = "
+                f"{input_shape[0]} (each group of filters sees D1/g channels). Received: "
+                f"input_shape={tuple(input_shape)}, groups={self.groups}")
+        return win
 
     def output_shape(self, input_shape: Shape) -> Shape:
         return (self.filters, *self._spatial_out(self.window(input_shape)))
 
     def _build(self, rng: np.random.Generator) -> None:
-        c = self.input_shape[0]
+        c = self.input_shape[0] // self.groups
         self.win = self.window(self.input_shape)
         kh, kw = self.win.kernel
         shape = (self.filters, c, kh, kw) if self.ndim == 2 else (self.filters, c, kw)
+        fan_out = self.filters // self.groups * kh * kw  # outputs one input value reaches
         self.weight = Parameter(initialize(
-            self.resolved_init(), rng, shape, c * kh * kw, self.filters * kh * kw, self.dtype
+            self.resolved_init(), rng, shape, c * kh * kw, fan_out, self.dtype
         ))
         self.bias = Parameter(np.zeros(self.filters, self.dtype)) if self.use_bias else None
 
@@ -85,11 +124,15 @@ class Conv2D(WeightedMixin, WindowLayer):
           kernels.conv_forward_same.
         - "wide": other stride-1 windows with padding ≤ F − 1, at least 4 input channels and
           output rows of 24 or more: kernels.conv_forward_wide.
-        - "plain": im2col, one GEMM for the batch, col2im.
+        - "plain": im2col, one GEMM for the batch, col2im; with dilation d > 1 or 1 < g < C
+          always (dilated offsets in im2col, g batched GEMMs).
+        - "depthwise": groups = C > 1: kernels.depthwise_forward, tap by tap.
         Measured in bench/speed.py's per-layer rows (docs/performance.md): on fewer channels
         the plain path was as fast or faster, and "wide" loses to "plain" on smaller maps."""
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        if self.input_shape[0] < 4:
+        if self.groups > 1 and self.groups == self.input_shape[0]:
+            return "depthwise"
+        if self.input_shape[0] < 4 or self.groups > 1 or self._dilation() != (1, 1):
             return "plain"
         if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
                 kh * kw > 1 or stride == (1, 1)):
@@ -108,8 +151,13 @@ class Conv2D(WeightedMixin, WindowLayer):
             y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
         elif path == "wide":
             y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
+        elif path == "depthwise":
+            saved = self._to_2d(x)  # a reference: backward recomputes what it needs
+            y = kernels.depthwise_forward(saved, w_mat.reshape(-1, 1, kh, kw), bias, stride, pad,
+                                          self._dilation())
         else:
-            y, saved = kernels.conv_forward_cols(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
+            y, saved = kernels.conv_forward_cols(self._to_2d(x), w_mat, bias, kh, kw, stride, pad,
+                                                 self._dilation(), self.groups)
         if training:
             self._cache = (path, saved, x.shape[0])
         # y is an (N, K, H, W) view of (K, N, H, W) memory: the next convolution's im2col finds
@@ -133,9 +181,14 @@ class Conv2D(WeightedMixin, WindowLayer):
             dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, **flags)
         elif path == "wide":
             dw, db, dx = kernels.conv_backward_wide(dy, saved, weight, pad, **flags)
+        elif path == "depthwise":
+            dw, db, dx = kernels.depthwise_backward(dy, saved, weight, stride, pad,
+                                                    self._dilation(), **flags)
         else:
             x_shape = (n, self.input_shape[0], self.win.h.size, self.win.w.size)
-            dw, db, dx = kernels.conv_backward_cols(dy, saved, weight, x_shape, stride, pad, **flags)
+            dw, db, dx = kernels.conv_backward_cols(dy, saved, weight, x_shape, stride, pad,
+                                                    dilation=self._dilation(), groups=self.groups,
+                                                    **flags)
         self.weight.grad = dw.reshape(self.weight.data.shape)
         if self.bias is not None:
             self.bias.grad = db
@@ -144,45 +197,77 @@ class Conv2D(WeightedMixin, WindowLayer):
     # ------------------------------------------------------------- the lecture
     def _requires(self) -> str:
         plural = "s" if self.filters != 1 else ""
-        return f"K = {self.filters} filter{plural}, " + super()._requires()
+        text = f"K = {self.filters} filter{plural}, " + super()._requires()
+        d = self._dilation()
+        if d != (1, 1):
+            text += f", dilation d = {d[1] if d[0] == d[1] or self.ndim == 1 else f'{d[0]}×{d[1]}'}"
+        if self.groups != 1:
+            text += f", groups g = {self.groups}"
+        return text
 
     def _depth(self, input_shape: Shape) -> str:
         return f"D2 = K = {self.filters}"
 
     def _unit(self, input_shape: Shape) -> list[int]:
-        """The weights of one filter: F·F·D1 (F·D1 in 1-D)."""
-        return [*self.kernel_size, input_shape[0]] if self.ndim == 2 else [
-            self.kernel_size, input_shape[0]]
+        """The weights of one filter: F·F·D1/g (F·D1/g in 1-D)."""
+        depth = input_shape[0] // self.groups
+        return [*self.kernel_size, depth] if self.ndim == 2 else [self.kernel_size, depth]
+
+    def _param_formula(self, input_shape: Shape) -> str:
+        """ "(5·5·3 + 1)·10 = 760"; with groups "(3·3·32/4 + 1)·64 = 4,672", D1/g written out
+        (and the parentheses kept without bias: "(3·3·32/32)·32 = 288")."""
+        unit = self._unit(input_shape)
+        if self.groups == 1:
+            return param_formula(unit, self.use_bias, [self.filters])
+        inner = "·".join(map(str, unit[:-1])) + f"·{input_shape[0]}/{self.groups}"
+        total = self.param_count(input_shape)
+        return f"({inner}{' + 1' if self.use_bias else ''})·{self.filters} = {total:,}"
+
+    def param_count(self, input_shape: Shape) -> int:
+        """Weights and biases for this input from the shapes alone, nothing built:
+        (F·F·D1/g + 1)·K. What a model file's limits count before building it."""
+        return (int(np.prod(self._unit(input_shape))) + self.use_bias) * self.filters
 
     def _param_lines(self, input_shape: Shape) -> list[str]:
         unit = self._unit(input_shape)
-        per_filter = "·".join(map(str, unit))
+        per_filter = "·".join(map(str, [*unit[:-1], input_shape[0]]))
         symbols = "F·F·D1" if self.ndim == 2 else "F·D1"
         bias = f", plus K = {self.filters} biases" if self.use_bias else " (no bias)"
-        return [
-            f"weights: {symbols} = {per_filter} = {int(np.prod(unit))} per filter, shared by "
-            f"every output position{bias}",
-            f"parameters: {param_formula(unit, self.use_bias, [self.filters])}",
-        ]
+        if self.groups == 1:
+            head = f"weights: {symbols} = {per_filter} = {int(np.prod(unit))} per filter"
+        else:
+            per_group = self.filters // self.groups
+            plural = "s" if per_group != 1 else ""
+            if self.groups == input_shape[0]:
+                groups = f"depthwise: {per_group} filter{plural} on each channel"
+            else:
+                groups = (f"{self.groups} groups of {per_group} filter{plural}, each on "
+                          f"{unit[-1]} of the {input_shape[0]} channels")
+            head = (f"weights: {symbols}/g = {per_filter}/{self.groups} = {int(np.prod(unit))} "
+                    f"per filter ({groups})")
+        return [f"{head}, shared by every output position{bias}",
+                f"parameters: {self._param_formula(input_shape)}"]
 
     def macs(self, input_shape: Shape) -> int:
-        """K·C·F·F·H2·W2 (K·C·F·L2 in 1-D): each output value is one filter's F·F·C products.
+        """K·(C/g)·F·F·H2·W2 (K·(C/g)·F·L2 in 1-D): each output value is one filter's products.
         LocallyConnected inherits it: its weights differ per position, their number of uses not."""
         return self.filters * int(np.prod(self._unit(input_shape))) * int(
             np.prod(self.output_shape(input_shape)[1:]))
 
     def arithmetic(self, input_shape: Shape) -> str:
-        formula = param_formula(self._unit(input_shape), self.use_bias, [self.filters])
-        return f"{self.window(input_shape).formulas()};  params = {formula}"
+        win = self.window(input_shape)
+        dilated = f"{win.dilation_text()}, " if self._dilation() != (1, 1) else ""
+        return f"{dilated}{win.formulas()};  params = {self._param_formula(input_shape)}"
 
 
 class Conv1D(Conv2D):
     """1-D convolution over sequences: Conv2D with height 1 (same formulas, W axis only).
 
     Shape:
-        x: (N, C, L)    y: (N, K, L_out),  L_out = (L − F + 2P)/S + 1
-        weight: (K, C, F)    bias: (K,)    parameters: (F·C + 1)·K
-    kernel_size, stride and padding are ints ("same" and "valid" as in Conv2D).
+        x: (N, C, L)    y: (N, K, L_out),  L_out = (L − F' + 2P)/S + 1,  F' = d·(F − 1) + 1
+        weight: (K, C/g, F)    bias: (K,)    parameters: (F·C/g + 1)·K
+    kernel_size, stride, padding and dilation are ints ("same" and "valid" as in Conv2D);
+    groups as in Conv2D (groups=C: depthwise).
     """
 
     ndim = 1

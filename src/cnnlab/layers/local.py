@@ -23,8 +23,15 @@ class LocallyConnected2D(Conv2D):
         x: (N, C, H, W)    y: (N, K, H_out, W_out),  H_out = (H − F + 2P)/S + 1
         weight: (H_out, W_out, K, C, F, F)    bias: (K, H_out, W_out)
         parameters: (F·F·C + 1)·K·H_out·W_out, that is Conv2D's times the number of positions.
-    Arguments as Conv2D.
+    Arguments as Conv2D, but no dilation or groups.
     """
+
+    def __init__(
+        self, filters: int, kernel_size, stride=1, padding=0, *, bias: bool = True,
+        fit: str = "exact", init: str = "auto",
+    ) -> None:
+        # Conv2D's arguments but dilation and groups, which have no meaning without sharing
+        super().__init__(filters, kernel_size, stride, padding, bias=bias, fit=fit, init=init)
 
     def _build(self, rng: np.random.Generator) -> None:
         c = self.input_shape[0]
@@ -90,6 +97,10 @@ class LocallyConnected2D(Conv2D):
             f"position; no sharing, so each of the {positions} positions has its own",
             f"parameters: {param_formula(unit, self.use_bias, copies)}",
         ]
+
+    def param_count(self, input_shape: Shape) -> int:
+        """(F·F·D1 + 1)·K·H2·W2, from the shapes alone."""
+        return super().param_count(input_shape) * int(np.prod(self._copies(input_shape)[1:]))
 
     def arithmetic(self, input_shape: Shape) -> str:
         formula = param_formula(self._unit(input_shape), self.use_bias, self._copies(input_shape))

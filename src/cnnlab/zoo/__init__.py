@@ -4,6 +4,7 @@
     cl.zoo.resnet8(input_shape=(3, 32, 32))
     cl.zoo.get("fmnist-cnn", num_classes=10, input_shape=(1, 28, 28))
     cl.zoo.count("vgg16")                parameters and multiply-adds, nothing allocated
+    cl.zoo.resnet50(weights="resnet50.safetensors")   torchvision's/timm's pretrained weights
 
 Every builder takes `num_classes`, `input_shape` and `seed` (and `build=False` for the unbuilt
 model). The ImageNet models follow torchvision's layouts exactly (same layers and parameter
@@ -12,17 +13,20 @@ The small models train on a CPU at 28×28×1 and 32×32×3. docs/zoo.md tabulate
 
     small.py     the CPU-sized models        imagenet.py  the ImageNet winners
     _common.py   the registry and what the builders share
-zoo may import core and layers only.
+    layouts.py   pretrained weights' names: torchvision's/timm's beside cnnlab's, per architecture
+    weights.py   load_weights, pretrained, ImageNet's class names (imagenet_classes.txt) and
+                 preprocessing: a safetensors state_dict loaded by name and shape
+zoo may import core, layers, and data and io (for pretrained weights: Preprocess, the foreign
+safetensors reader).
 """
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import NamedTuple
 
 from cnnlab.core import Layer, Shape
-from cnnlab.layers import Conv2D, Dense, Sequential
+from cnnlab.layers import Conv2D, ConvTranspose2D, Dense, Sequential
 from cnnlab.zoo import imagenet, small
 from cnnlab.zoo._common import IMAGENET, PAPER_TOP5
 from cnnlab.zoo.imagenet import (
@@ -37,7 +41,16 @@ from cnnlab.zoo.imagenet import (
     vgg16,
     vgg19,
 )
+from cnnlab.zoo.layouts import LAYOUTS
 from cnnlab.zoo.small import fmnist_cnn, fmnist_cnn_bn, lenet5, mlp, resnet8, resnet20, vgg_small
+from cnnlab.zoo.weights import (
+    HeadMismatch,
+    head_classes,
+    imagenet_classes,
+    imagenet_preprocess,
+    load_weights,
+    pretrained,
+)
 
 #: every builder by name ("fmnist-cnn"), the small models first, then the ImageNet winners in
 #: the order of their years
@@ -47,8 +60,9 @@ MODELS: dict[str, Callable[..., Sequential]] = {
         alexnet, vgg11, vgg13, vgg16, vgg19, googlenet, resnet18, resnet34, resnet50, se_resnet50)
 }
 
-__all__ = ["IMAGENET", "MODELS", "PAPER_TOP5", "Counts", "count", "get", "imagenet", "names", "small",
-           *(fn.__name__ for fn in MODELS.values())]
+__all__ = ["IMAGENET", "LAYOUTS", "MODELS", "PAPER_TOP5", "Counts", "HeadMismatch", "count", "get",
+           "head_classes", "imagenet", "imagenet_classes", "imagenet_preprocess", "load_weights",
+           "names", "pretrained", "small", *(fn.__name__ for fn in MODELS.values())]
 
 
 def names() -> list[str]:
@@ -87,12 +101,8 @@ def count(name: str, **kwargs) -> Counts:
 def _params(layer: Layer, shape: Shape) -> int:
     if parts := layer.sublayer_inputs(shape):
         return sum(_params(part, part_shape) for part, part_shape in parts)
-    if isinstance(layer, Conv2D):  # Conv1D and LocallyConnected are Conv2Ds
-        kernel = layer.kernel_size
-        per_filter = shape[0] * (math.prod(kernel) if isinstance(kernel, tuple) else kernel)
-        local = type(layer).__name__.startswith("LocallyConnected")
-        copies = math.prod(layer.output_shape(shape)[1:]) if local else 1
-        return layer.filters * (per_filter + layer.use_bias) * copies
+    if isinstance(layer, Conv2D | ConvTranspose2D):  # Conv1D and LocallyConnected are Conv2Ds
+        return layer.param_count(shape)
     if isinstance(layer, Dense):
         return layer.units * (shape[0] + layer.use_bias)
     return layer.build(shape).count_params()  # BatchNorm, PReLU: a few values per channel

@@ -9,6 +9,14 @@ from cnnlab.layers import BatchNorm2D, Conv2D, Dense, ReLU, Residual, Sequential
 
 IMAGENET: Shape = (3, 224, 224)
 
+#: VGG's convolution widths by depth, "M" a 2×2 max pooling (torchvision's cfgs A, B, D, E)
+VGG = {
+    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    19: [64, 64, "M", 128, 128, "M", *[256] * 4, "M", *[512] * 4, "M", *[512] * 4, "M"],
+}
+
 #: the ImageNet top-5 error (%) each model's paper reported, and under which protocol (papers by
 #: arXiv year; ResNet-18's paper gives its top-1 error only: 27.88%, Table 2)
 PAPER_TOP5: dict[str, tuple[float, str]] = {

@@ -1,8 +1,17 @@
-"""The ImageNet winners in torchvision's layouts: AlexNet, VGG, GoogLeNet, ResNet, SE-ResNet."""
+"""The ImageNet winners in torchvision's layouts: AlexNet, VGG, GoogLeNet, ResNet, SE-ResNet.
+
+Every builder takes `weights=PATH`: a safetensors file of torchvision's (timm's for SE-ResNet-50)
+state_dict for the same architecture, loaded by name and shape (cnnlab.zoo.weights), with the
+preprocessing the published weights expect and, for 1,000 classes, ImageNet's class names.
+"""
 
 from __future__ import annotations
 
-from cnnlab.core import Shape
+import os
+
+import numpy as np
+
+from cnnlab.core import Shape, walk
 from cnnlab.layers import (
     Concat,
     Conv2D,
@@ -17,11 +26,36 @@ from cnnlab.layers import (
     Sequential,
     SqueezeExcite,
 )
-from cnnlab.zoo._common import IMAGENET, _basic_block, _conv_bn, _model, _shape_after
+from cnnlab.zoo._common import IMAGENET, VGG, _basic_block, _conv_bn, _model, _shape_after
+from cnnlab.zoo.weights import pretrained
+
+#: a weights file for `weights=`, or None for random weights
+Weights = str | os.PathLike | None
+
+
+def _finish(layers: list, name: str, input_shape: Shape, seed: int, build: bool,
+            weights: Weights) -> Sequential:
+    """The model of `layers`: built with random weights, unbuilt (build=False), or given the
+    weights of the file `weights` (cnnlab.zoo.weights.pretrained). That one is built with zero
+    weights first: VGG-16's 138 M random numbers, about to be replaced, are never drawn."""
+    if weights is None:
+        return _model(layers, input_shape, seed, build)
+    if not build:
+        raise ValueError(f"{name}: weights= loads into the built model; leave out build=False")
+    model = _model(layers, input_shape, seed, False)
+    inits = [(layer, layer.init) for _, layer in walk(model) if isinstance(layer, Conv2D | Dense)]
+    for layer, _ in inits:
+        layer.init = "zeros"
+    try:
+        model.build(input_shape, np.random.default_rng(seed))
+    finally:
+        for layer, init in inits:
+            layer.init = init
+    return pretrained(model, name, weights)
 
 
 def alexnet(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-            lrn: bool = False, build: bool = True) -> Sequential:
+            lrn: bool = False, build: bool = True, weights: Weights = None) -> Sequential:
     """Krizhevsky et al. 2012 in torchvision's layout (64-192-384-256-256 filters, no LRN):
     61,100,840 parameters. At 224×224 the first layer's (224 − 11 + 2·2)/4 + 1 = 55.25 is not
     whole: fit="floor" drops the leftover, as PyTorch does (the famous 224 vs 227). At 227×227 it
@@ -32,53 +66,46 @@ def alexnet(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 
     def norm() -> list:
         return [LocalResponseNorm(5, 1e-4, 0.75, 2.0)] if lrn else []
 
-    return _model(
+    return _finish(
         [Conv2D(64, 11, 4, pad, fit="floor"), ReLU(), *norm(), MaxPool2D(3, 2, fit="floor"),
          Conv2D(192, 5, padding=2), ReLU(), *norm(), MaxPool2D(3, 2, fit="floor"),
          Conv2D(384, 3, padding=1), ReLU(), Conv2D(256, 3, padding=1), ReLU(),
          Conv2D(256, 3, padding=1), ReLU(), MaxPool2D(3, 2, fit="floor"),
          Flatten(), Dropout(0.5), Dense(4096), ReLU(), Dropout(0.5), Dense(4096), ReLU(),
-         Dense(num_classes)], input_shape, seed, build)
+         Dense(num_classes)], "alexnet", input_shape, seed, build, weights)
 
 
-VGG = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    13: [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    19: [64, 64, "M", 128, 128, "M", *[256] * 4, "M", *[512] * 4, "M", *[512] * 4, "M"],
-}
-
-
-def _vgg(depth: int, num_classes: int, input_shape: Shape, seed: int, build: bool) -> Sequential:
+def _vgg(depth: int, num_classes: int, input_shape: Shape, seed: int, build: bool,
+         weights: Weights) -> Sequential:
     layers = [MaxPool2D(2, fit="floor") if v == "M" else Conv2D(v, 3, padding=1) for v in VGG[depth]]
     layers = [y for x in layers for y in ([x] if isinstance(x, MaxPool2D) else [x, ReLU()])]
-    return _model([*layers, Flatten(), Dense(4096), ReLU(), Dropout(0.5), Dense(4096), ReLU(),
-                   Dropout(0.5), Dense(num_classes)], input_shape, seed, build)
+    return _finish([*layers, Flatten(), Dense(4096), ReLU(), Dropout(0.5), Dense(4096), ReLU(),
+                    Dropout(0.5), Dense(num_classes)], f"vgg{depth}", input_shape, seed, build, weights)
 
 
 def vgg11(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-          build: bool = True) -> Sequential:
+          build: bool = True, weights: Weights = None) -> Sequential:
     """Simonyan & Zisserman 2014, net A (torchvision's vgg11): 8 conv 3×3 + 3 Dense."""
-    return _vgg(11, num_classes, input_shape, seed, build)
+    return _vgg(11, num_classes, input_shape, seed, build, weights)
 
 
 def vgg13(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-          build: bool = True) -> Sequential:
+          build: bool = True, weights: Weights = None) -> Sequential:
     """Simonyan & Zisserman 2014, net B (torchvision's vgg13): 10 conv 3×3 + 3 Dense."""
-    return _vgg(13, num_classes, input_shape, seed, build)
+    return _vgg(13, num_classes, input_shape, seed, build, weights)
 
 
 def vgg16(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-          build: bool = True) -> Sequential:
+          build: bool = True, weights: Weights = None) -> Sequential:
     """Simonyan & Zisserman 2014, net D (torchvision's vgg16): 13 conv 3×3 + 3 Dense, 138 M
     parameters, 102.8 M of them in the first Dense (7·7·512 → 4096)."""
-    return _vgg(16, num_classes, input_shape, seed, build)
+    return _vgg(16, num_classes, input_shape, seed, build, weights)
 
 
 def vgg19(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-          build: bool = True) -> Sequential:
+          build: bool = True, weights: Weights = None) -> Sequential:
     """Simonyan & Zisserman 2014, net E (torchvision's vgg19): 16 conv 3×3 + 3 Dense."""
-    return _vgg(19, num_classes, input_shape, seed, build)
+    return _vgg(19, num_classes, input_shape, seed, build, weights)
 
 
 def _conv_bn_relu(filters: int, size: int, stride: int = 1, padding: int = 0) -> list:
@@ -104,7 +131,7 @@ def _ceil_pool(size: int, stride: int, layers: list, input_shape: Shape) -> MaxP
 
 
 def googlenet(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-              build: bool = True) -> Sequential:
+              build: bool = True, weights: Weights = None) -> Sequential:
     """Szegedy et al. 2014, Inception v1, as torchvision's googlenet with BatchNorm and without
     the auxiliary heads: nine Inception modules (Concat of 1×1, 1×1→3×3, 1×1→3×3, pool→1×1
     branches), global average pooling, dropout 0.2: 6,624,904 parameters."""
@@ -120,7 +147,7 @@ def googlenet(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int 
     layers += [_ceil_pool(2, 2, layers, input_shape),
                _inception(256, 160, 320, 32, 128, 128), _inception(384, 192, 384, 48, 128, 128),
                GlobalAvgPool2D(), Dropout(0.2), Dense(num_classes)]
-    return _model(layers, input_shape, seed, build)
+    return _finish(layers, "googlenet", input_shape, seed, build, weights)
 
 
 def _bottleneck(width: int, stride: int, in_channels: int, se: int = 0) -> Residual:
@@ -151,27 +178,28 @@ def _resnet(blocks: list[int], bottleneck: bool, num_classes: int, se: int = 0) 
 
 
 def resnet18(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-             build: bool = True) -> Sequential:
+             build: bool = True, weights: Weights = None) -> Sequential:
     """He et al. 2015 (torchvision's resnet18): 7×7/2 stem, max pool, four stages of two basic
     blocks (64, 128, 256, 512 filters), global average pooling, Dense: 11,689,512 parameters."""
-    return _model(_resnet([2, 2, 2, 2], False, num_classes), input_shape, seed, build)
+    return _finish(_resnet([2, 2, 2, 2], False, num_classes), "resnet18", input_shape, seed, build, weights)
 
 
 def resnet34(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-             build: bool = True) -> Sequential:
+             build: bool = True, weights: Weights = None) -> Sequential:
     """He et al. 2015 (torchvision's resnet34): basic blocks 3, 4, 6, 3: 21,797,672 parameters."""
-    return _model(_resnet([3, 4, 6, 3], False, num_classes), input_shape, seed, build)
+    return _finish(_resnet([3, 4, 6, 3], False, num_classes), "resnet34", input_shape, seed, build, weights)
 
 
 def resnet50(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-             build: bool = True) -> Sequential:
+             build: bool = True, weights: Weights = None) -> Sequential:
     """He et al. 2015 (torchvision's resnet50, stride on the 3×3): bottleneck blocks 3, 4, 6, 3:
     25,557,032 parameters, 4.1 G multiply-adds at 224×224."""
-    return _model(_resnet([3, 4, 6, 3], True, num_classes), input_shape, seed, build)
+    return _finish(_resnet([3, 4, 6, 3], True, num_classes), "resnet50", input_shape, seed, build, weights)
 
 
 def se_resnet50(num_classes: int = 1000, input_shape: Shape = IMAGENET, seed: int = 0, *,
-                reduction: int = 16, build: bool = True) -> Sequential:
+                reduction: int = 16, build: bool = True, weights: Weights = None) -> Sequential:
     """Hu et al. 2017 (SENet): ResNet-50 with a squeeze-and-excitation gate (r = 16, biased
     Dense layers) at the end of every residual branch: 28,088,024 parameters."""
-    return _model(_resnet([3, 4, 6, 3], True, num_classes, se=reduction), input_shape, seed, build)
+    return _finish(_resnet([3, 4, 6, 3], True, num_classes, se=reduction), "se-resnet50",
+                   input_shape, seed, build, weights)
