@@ -261,12 +261,12 @@ def test_a_layer_without_a_converter_is_named(ort):
 
 
 def test_an_argument_the_converter_does_not_read_stops_the_export(ort, monkeypatch):
-    # a layer gaining an argument (a convolution's dilation, say) is refused until its
+    # a layer gaining an argument (a convolution's new "shift", say) is refused until its
     # converter handles it, unless the argument is at its default
     model = cl.Sequential([cl.Conv2D(2, 3)], input_shape=(1, 5, 5))
     conv = model.layers[0]
-    monkeypatch.setattr(conv, "config", lambda: {**cl.Conv2D.config(conv), "dilation": (2, 2)})
-    with pytest.raises(ValueError, match=r"conv2d_1 \(Conv2D\): dilation=\(2, 2\) is not exported"):
+    monkeypatch.setattr(conv, "config", lambda: {**cl.Conv2D.config(conv), "shift": (2, 2)})
+    with pytest.raises(ValueError, match=r"conv2d_1 \(Conv2D\): shift=\(2, 2\) is not exported"):
         cl.io.to_onnx(model)
 
 

@@ -22,9 +22,8 @@ def ops(model: cl.Sequential, opset: int = 17) -> list[str]:
 
 
 def convnext_block(c: int = 16) -> list:
-    """ConvNeXt's block, x + DropPath(γ·W₂(GELU(W₁(LayerNorm(dwconv(x)))))), with a plain 7×7
-    Conv2D in place of the depthwise one (groups are another branch's work)."""
-    return [cl.Residual([cl.Conv2D(c, 7, padding=3), cl.LayerNorm(eps=1e-6), cl.Conv2D(4 * c, 1),
+    """ConvNeXt's block, x + DropPath(γ·W₂(GELU(W₁(LayerNorm(dwconv(x))))))."""
+    return [cl.Residual([cl.Conv2D(c, 7, padding=3, groups=c), cl.LayerNorm(eps=1e-6), cl.Conv2D(4 * c, 1),
                          cl.GELU(), cl.Conv2D(c, 1), cl.LayerScale(), cl.DropPath(0.1)])]
 
 
@@ -68,6 +67,21 @@ FAMILIES = {
         cl.AvgPool1D(3, 2, padding=1, fit="floor", count_include_pad=False),
         cl.AvgPool1D(2, padding="same", count_include_pad=False)], (3, 11)),
     "convnext": lambda: (convnext_tiny_ish().layers, (3, 32, 32)),
+    # dilation (with "same" and its split), groups, depthwise (also with K = 2·C), and the
+    # transposed convolution with output_padding
+    "conv2d-dilated": lambda: ([cl.Conv2D(4, 3, dilation=2), cl.Conv2D(5, 3, padding="same", dilation=(2, 3)),
+                                cl.Conv2D(3, 2, stride=2, padding="same", dilation=2)], (3, 13, 12)),
+    "conv2d-groups": lambda: ([cl.Conv2D(6, 3, padding=1, groups=3), cl.Conv2D(6, 3, stride=2, groups=6,
+                               fit="floor", bias=False), cl.Conv2D(12, 1, groups=6)], (3, 9, 8)),
+    "conv1d-dilated-groups": lambda: ([cl.Conv1D(4, 3, dilation=3, groups=2), cl.Conv1D(8, 3, padding="same",
+                                       groups=4)], (4, 17)),
+    "mobilenet-block": lambda: ([cl.Conv2D(24, 1, bias=False), cl.BatchNorm2D(), cl.ReLU6(),
+                                 cl.Conv2D(24, 3, stride=2, padding=1, groups=24, bias=False),
+                                 cl.BatchNorm2D(), cl.ReLU6(), cl.Conv2D(8, 1, bias=False),
+                                 cl.BatchNorm2D()], (8, 9, 9)),
+    "conv-transpose": lambda: ([cl.ConvTranspose2D(4, 3, stride=2, padding=1, output_padding=1),
+                                cl.ConvTranspose2D(3, 4, stride=2, padding=1, bias=False),
+                                cl.ConvTranspose2D(2, (2, 3), stride=(1, 2))], (5, 4, 3)),
     "groupnorm-net": lambda: (group_norm_net().layers, (3, 14, 10)),
 }
 
