@@ -226,9 +226,9 @@ def test_each_process_decodes_only_its_own_images(tmp_path):
     script = str(Path(__file__).with_name("mpi_folder.py"))
     reports = {}
     for k in (1, 2):
-        result = run(k, sys.executable, script, "images", cwd=tmp_path)
+        result = run(k, sys.executable, script, "images", f"k{k}", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        reports[k] = [json.loads(line) for line in result.stdout.splitlines()]
+        reports[k] = [json.loads((tmp_path / f"k{k}.rank{r}.json").read_text()) for r in range(k)]
     alone, (rank0, rank1) = reports[1][0], sorted(reports[2], key=lambda r: r["rank"])
     # 50 images: once to measure the preprocessing, once in each of 2 epochs, by one process or
     # split between two with no image decoded twice in a pass (3 · 50 decodes in all)

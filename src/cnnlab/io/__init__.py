@@ -8,7 +8,8 @@
                      sizes, finite numbers, Limits (parameters, activations, layers)
     checkpoint.py    training checkpoints: the one owner of their format
     onnx_export.py   ONNX export: export_onnx, to_onnx (the onnx package imported on use);
-                     onnx_graph.py the graph being built, onnx_layers.py a converter per layer
+                     onnx_graph.py the graph being built, onnx_layers.py a converter per layer,
+                     onnx_modern.py those of LayerNorm, GroupNorm, AdaptiveAvgPool2D, …
     foreign.py       safetensors files cnnlab did not write (torchvision's, timm's weights): the
                      header checked first, then tensors read one by one, by name
 

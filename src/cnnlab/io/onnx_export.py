@@ -22,6 +22,7 @@ import os
 
 from cnnlab.core import __version__
 from cnnlab.files import atomic_write
+from cnnlab.io import onnx_modern  # noqa: F401 (registers the converters of issue 20's layers)
 from cnnlab.io.model import model_metadata
 from cnnlab.io.onnx_graph import Graph
 from cnnlab.io.onnx_layers import convert

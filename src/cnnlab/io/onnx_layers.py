@@ -11,8 +11,10 @@ subclass (LocallyConnected2D of Conv2D) never borrows its parent's converter.
 
 The forms (each tested against the layer's forward in onnxruntime, tests/test_onnx.py):
     Conv2D/Conv1D            Conv with explicit pads [top, left, bottom, right]: "same" with an
-                             odd total puts the extra row/column last, as cnnlab does
-    Max/AvgPool              MaxPool, AveragePool (count_include_pad=1: padding counts as cnnlab's)
+                             odd total puts the extra row/column last, as cnnlab does;
+                             dilation as `dilations`, groups (depthwise: groups = C) as `group`
+    ConvTranspose2D          ConvTranspose (weight (C, K, F, F), pads, output_padding)
+    Max/AvgPool              MaxPool, AveragePool (count_include_pad 1 or 0, as the layer's)
     GlobalAvgPool2D          GlobalAveragePool + Flatten
     Dense, Flatten           Gemm (transB=1), Flatten(axis=1)
     BatchNorm1D/2D           BatchNormalization with the running statistics (inference form)
@@ -26,6 +28,7 @@ The forms (each tested against the layer's forward in onnxruntime, tests/test_on
                              weights as (P, C·F·F, K), Transpose and Reshape to (N, K, H2, W2)
     Residual, Concat         Add, Concat(axis=1) of the branches' graphs
     SqueezeExcite            GlobalAveragePool, Gemm, Relu, Gemm, Sigmoid, Mul
+    LayerNorm, GroupNorm, LayerScale, DropPath, GlobalMaxPool2D, AdaptiveAvgPool2D: onnx_modern.py
 layers may be imported here: io sits above them.
 """
 
@@ -50,6 +53,7 @@ from cnnlab.layers import (
     Concat,
     Conv1D,
     Conv2D,
+    ConvTranspose2D,
     Dense,
     Dropout,
     Flatten,
@@ -172,12 +176,34 @@ def _window(layer) -> dict:
             "pads": [a.pad[0] for a in axes] + [a.pad[1] for a in axes]}
 
 
-@converts(Conv2D, Conv1D, handles=CONV_KEYS)
+@converts(Conv2D, Conv1D, handles=(*CONV_KEYS, "dilation", "groups"))
 def conv(g: Graph, layer: Conv2D, x: str, name: str) -> str:
+    """Conv; a dilated window as `dilations` (the pads are the resolved window's, so "same" with
+    dilation splits as cnnlab does), grouped and depthwise as `group` (the weight (K, C/g, F, F)
+    is ONNX's layout)."""
     inputs = [x, g.const(f"{name}.weight", layer.weight.data)]
     if layer.bias is not None:
         inputs.append(g.const(f"{name}.bias", layer.bias.data))
-    return g.op("Conv", inputs, name, **_window(layer))
+    window = _window(layer)
+    dilation = layer._dilation() if layer.ndim == 2 else (layer._dilation()[1],)
+    if any(d != 1 for d in dilation):
+        window["dilations"] = list(dilation)
+    if layer.groups != 1:
+        window["group"] = layer.groups
+    return g.op("Conv", inputs, name, **window)
+
+
+@converts(ConvTranspose2D, handles=("filters", "kernel_size", "stride", "padding", "output_padding",
+                                    "bias", "init"))
+def conv_transpose(g: Graph, layer: ConvTranspose2D, x: str, name: str) -> str:
+    """ConvTranspose with the weight (C, K, F, F), ONNX's layout too; output size
+    (H − 1)·S − 2P + F + output_padding, the same rule."""
+    inputs = [x, g.const(f"{name}.weight", layer.weight.data)]
+    if layer.bias is not None:
+        inputs.append(g.const(f"{name}.bias", layer.bias.data))
+    (ph, pw), (oh, ow) = layer.padding, layer.output_padding
+    return g.op("ConvTranspose", inputs, name, kernel_shape=list(layer.kernel_size),
+                strides=list(layer.stride), pads=[ph, pw, ph, pw], output_padding=[oh, ow])
 
 
 @converts(Dense, handles=("units", "bias", "init"))
@@ -233,9 +259,10 @@ def max_pool(g: Graph, layer: MaxPool2D, x: str, name: str) -> str:
     return g.op("MaxPool", [x], name, **_window(layer))
 
 
-@converts(AvgPool2D, AvgPool1D, handles=POOL_KEYS)
+@converts(AvgPool2D, AvgPool1D, handles=(*POOL_KEYS, "count_include_pad"))
 def avg_pool(g: Graph, layer: AvgPool2D, x: str, name: str) -> str:
-    return g.op("AveragePool", [x], name, count_include_pad=1, **_window(layer))
+    return g.op("AveragePool", [x], name, count_include_pad=int(layer.count_include_pad),
+                **_window(layer))
 
 
 @converts(GlobalAvgPool2D)

@@ -10,7 +10,35 @@ import numpy as np
 from cnnlab.core import Layer, Shape
 
 
-class Dropout(Layer):
+class _Drop(Layer):
+    """What Dropout and DropPath share: the rate, checked, and a Generator of the layer's own,
+    spawned from the model's at build (it draws nothing from the model's, so the other layers'
+    weights do not change; a checkpoint saves and restores its state through the `rng` hook)."""
+
+    #: what is dropped, for the rate's error message
+    dropped = "a value"
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
+            raise ValueError(
+                f"{self.kind}: rate is the probability of dropping {self.dropped} and must be a "
+                f"number in [0, 1). Received: rate={rate!r}"
+            )
+        self.rate = float(rate)
+        self.rng: np.random.Generator | None = None
+
+    def config(self) -> dict:
+        return {"rate": self.rate}
+
+    def output_shape(self, input_shape: Shape) -> Shape:
+        return tuple(input_shape)
+
+    def _build(self, rng: np.random.Generator) -> None:
+        self.rng = rng.spawn(1)[0]
+
+
+class Dropout(_Drop):
     """Inverted dropout: each value is dropped with probability p = rate, independently.
 
     Forward (training):  mask ~ Bernoulli(1 − p) per value,  y = x · mask/(1 − p)  (E[y] = x)
@@ -23,26 +51,6 @@ class Dropout(Layer):
     Args:
         rate: p, the probability of dropping a value, 0 ≤ p < 1 (0 keeps everything).
     """
-
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(
-                "Dropout: rate is the probability of dropping a value and must be a number in "
-                f"[0, 1). Received: rate={rate!r}"
-            )
-        self.rate = float(rate)
-        self.rng: np.random.Generator | None = None
-
-    def config(self) -> dict:
-        return {"rate": self.rate}
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return tuple(input_shape)
-
-    def _build(self, rng: np.random.Generator) -> None:
-        # a child stream: draws nothing from `rng`, so the other layers' weights don't change
-        self.rng = rng.spawn(1)[0]
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
@@ -66,7 +74,7 @@ class Dropout(Layer):
         return f"drop with p = {p:g}, keep ×1/(1 − {p:g}) = {1 / (1 - p):.3g} (training only)"
 
 
-class DropPath(Layer):
+class DropPath(_Drop):
     """Stochastic depth (Huang et al. 2016; "drop path" in ConvNeXt and timm): a whole sample's
     path is dropped, to be put as the last layer of a Residual's branch.
 
@@ -82,24 +90,7 @@ class DropPath(Layer):
         rate: p, the probability of dropping a sample's path, 0 ≤ p < 1 (0 keeps everything).
     """
 
-    def __init__(self, rate: float) -> None:
-        super().__init__()
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0 <= rate < 1:
-            raise ValueError(
-                "DropPath: rate is the probability of dropping a sample's path and must be a "
-                f"number in [0, 1). Received: rate={rate!r}"
-            )
-        self.rate = float(rate)
-        self.rng: np.random.Generator | None = None
-
-    def config(self) -> dict:
-        return {"rate": self.rate}
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return tuple(input_shape)
-
-    def _build(self, rng: np.random.Generator) -> None:
-        self.rng = rng.spawn(1)[0]  # as Dropout: the other layers' weights don't change
+    dropped = "a sample's path"
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)
