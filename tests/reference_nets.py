@@ -12,9 +12,17 @@ and timm's module names so that their state_dicts carry the names those librarie
     googlenet          torchvision.models.googlenet with aux_logits=True: BasicConv2d (conv, bn
                        ε = 0.001), inceptionNx.branch1..4, aux1/aux2 (in the state_dict, unused
                        in eval), fc; transform_input=False (cnnlab puts it in the preprocessing)
+    mobilenet-v2       torchvision.models.mobilenet_v2: features.0 (Conv2dNormActivation: conv,
+                       bn, ReLU6), features.1-17 (InvertedResidual .conv), features.18,
+                       classifier.0/1 (Dropout, Linear)
+    convnext-tiny      torchvision.models.convnext_tiny: features.0 (conv, LayerNorm2d),
+                       features.1/3/5/7 (CNBlock: .block.0-6, .layer_scale), features.2/4/6
+                       (LayerNorm2d, conv), classifier.0/2 (LayerNorm2d, Linear); stochastic
+                       depth is the identity in eval and left out
 
 `randomize(model, x)` gives every weight random values and every BatchNorm non-trivial
-statistics (the running statistics of a training-mode pass over x, γ and β drawn away from 1, 0).
+statistics (the running statistics of a training-mode pass over x, γ and β drawn away from 1, 0);
+LayerNorm's γ, β and ConvNeXt's layer_scale are drawn too (its 1e-6 would hide the blocks).
 """
 
 from __future__ import annotations
@@ -202,6 +210,91 @@ class GoogLeNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+def conv_norm_act(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """torchvision's Conv2dNormActivation as MobileNetV2 uses it: conv (no bias), BN, ReLU6."""
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups,
+                                   bias=False), nn.BatchNorm2d(cout), nn.ReLU6())
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, t: int) -> None:
+        super().__init__()
+        hidden = round(cin * t)
+        layers = [] if t == 1 else [conv_norm_act(cin, hidden, 1)]
+        layers += [conv_norm_act(hidden, hidden, 3, stride, groups=hidden),
+                   nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+        self.use_res_connect = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        layers, cin = [conv_norm_act(3, 32, 3, 2)], 32
+        for t, c, n, s in self.SETTINGS:
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(conv_norm_act(cin, 1280, 1))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's: LayerNorm over the channels of an (N, C, H, W) tensor, channels-last inside."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims: list[int]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class CNBlock(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(
+            nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+            nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim),
+            Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.full((dim, 1, 1), 1e-6))
+
+    def forward(self, x):
+        return x + self.layer_scale * self.block(x)
+
+
+class ConvNeXtTiny(nn.Module):
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        layers = [nn.Sequential(nn.Conv2d(3, 96, 4, 4), LayerNorm2d(96, eps=1e-6))]
+        for stage, (blocks, dim) in enumerate(((3, 96), (3, 192), (9, 384), (3, 768))):
+            if stage:
+                layers.append(nn.Sequential(LayerNorm2d(dim // 2, eps=1e-6), nn.Conv2d(dim // 2, dim, 2, 2)))
+            layers.append(nn.Sequential(*(CNBlock(dim) for _ in range(blocks))))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNorm2d(768, eps=1e-6), nn.Flatten(1),
+                                        nn.Linear(768, num_classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
 def build(name: str, num_classes: int = 1000) -> nn.Module:
     """The reference `name` (a cnnlab zoo name), with torch's default initialisation."""
     blocks = {"resnet18": ([2, 2, 2, 2], False), "resnet34": ([3, 4, 6, 3], False),
@@ -212,7 +305,8 @@ def build(name: str, num_classes: int = 1000) -> nn.Module:
         return ResNet([3, 4, 6, 3], True, num_classes, se=True)
     if name.startswith("vgg"):
         return VGGNet(int(name[3:]), num_classes)
-    return {"alexnet": AlexNet, "googlenet": GoogLeNet}[name](num_classes)
+    return {"alexnet": AlexNet, "googlenet": GoogLeNet, "mobilenet-v2": MobileNetV2,
+            "convnext-tiny": ConvNeXtTiny}[name](num_classes)
 
 
 @torch.no_grad()
@@ -227,7 +321,12 @@ def randomize(model: nn.Module, x: torch.Tensor, seed: int = 0) -> nn.Module:
             module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
             module.momentum = None
             module.reset_running_stats()
-        elif isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None:
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.copy_(0.5 + torch.rand(module.weight.shape, generator=generator))
+            module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=generator))
+        elif isinstance(module, CNBlock):
+            module.layer_scale.copy_(0.5 + torch.rand(module.layer_scale.shape, generator=generator))
+        if isinstance(module, nn.Conv2d | nn.Linear) and module.bias is not None:
             module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
     if any(isinstance(module, nn.BatchNorm2d) for module in model.modules()):
         model.train()

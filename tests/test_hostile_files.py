@@ -216,8 +216,9 @@ def test_every_zoo_model_fits_the_default_limits():
         shape = cl.zoo.count(name).input_shape
         need = io.footprint([cl.zoo.get(name, build=False)], shape)
         io.check_footprint(need, limits, name)
-        # Conv and Dense weights and biases: all but BatchNorm's and PReLU's per-channel values
-        assert 0.99 * cl.zoo.count(name).params <= need.params <= cl.zoo.count(name).params, name
+        # Conv and Dense weights and biases: all but the per-channel values of BatchNorm, PReLU,
+        # LayerNorm and LayerScale (3.5% of mobilenet-small's, whose convolutions are small)
+        assert 0.96 * cl.zoo.count(name).params <= need.params <= cl.zoo.count(name).params, name
 
 
 def test_a_summary_of_a_huge_input_or_class_count_is_refused_unbuilt(tmp_path):

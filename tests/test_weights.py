@@ -66,8 +66,7 @@ def state_dict(model: cl.Sequential, name: str, batches: bool = True) -> dict[st
     with PyTorch's num_batches_tracked beside every BatchNorm, as a real state_dict has."""
     table = layout(name)
     ours = {k: p.data for k, p in model.parameters().items()} | model.buffers()
-    out = {f: ours[o].reshape((*ours[o].shape, 1, 1) if f in table.squeezed else ours[o].shape)
-           for f, o in table.pairs}
+    out = {f: ours[o].reshape(table.file_shape(f, ours[o].shape)) for f, o in table.pairs}
     if batches:
         out |= {f: np.array(7, np.int64) for f in table.skipped if f.endswith("num_batches_tracked")
                 and not f.startswith("aux")}
@@ -352,8 +351,8 @@ def test_train_starts_from_the_weights_and_a_new_head_for_other_classes(tmp_path
     assert tuned.out_shape == (2,) and np.abs(tuned.layers[-1].weight.data).max() > 0
     status, _, err = cnnlab(capsys, "train", "--model", "lenet5", "--weights", "two.safetensors")
     assert status == 2 and err.strip().splitlines()[-1].endswith(
-        "--weights loads into alexnet, googlenet, resnet18, resnet34, resnet50, se-resnet50, vgg11, "
-        "vgg13, vgg16, vgg19; not --model lenet5")
+        "--weights loads into alexnet, convnext-tiny, googlenet, mobilenet-v2, resnet18, resnet34, "
+        "resnet50, se-resnet50, vgg11, vgg13, vgg16, vgg19; not --model lenet5")
     # a learning rate of 1e-12: the trained weights are still the file's
     status, _, err = cnnlab(capsys, *common, "--weights", "two.safetensors", "--lr", "1e-12",
                             "--weight-decay", "0", "--out", "r2")

@@ -16,7 +16,8 @@ IMAGENET_PARAMS = {
     "alexnet": 61_100_840, "vgg16": 138_357_544, "googlenet": 6_624_904, "resnet18": 11_689_512,
     "resnet34": 21_797_672, "resnet50": 25_557_032, "se-resnet50": 28_088_024,
 }
-SMALL = ["fmnist-cnn", "fmnist-cnn-bn", "lenet5", "mlp", "vgg-small", "resnet8", "resnet20"]
+SMALL = ["fmnist-cnn", "fmnist-cnn-bn", "lenet5", "mlp", "vgg-small", "resnet8", "resnet20",
+         "mobilenet-small"]
 
 
 @pytest.mark.parametrize("name", IMAGENET_PARAMS)

@@ -12,6 +12,7 @@ counts; fit="floor" where PyTorch rounds sizes down; no bias on a convolution be
 The small models train on a CPU at 28×28×1 and 32×32×3. docs/zoo.md tabulates them all.
 
     small.py     the CPU-sized models        imagenet.py  the ImageNet winners
+    modern.py    MobileNetV2 and ConvNeXt-T in torchvision's layouts
     _common.py   the registry and what the builders share
     layouts.py   pretrained weights' names: torchvision's/timm's beside cnnlab's, per architecture
     weights.py   load_weights, pretrained, ImageNet's class names (imagenet_classes.txt) and
@@ -27,7 +28,7 @@ from typing import NamedTuple
 
 from cnnlab.core import Layer, Shape
 from cnnlab.layers import Conv2D, ConvTranspose2D, Dense, Sequential
-from cnnlab.zoo import imagenet, small
+from cnnlab.zoo import imagenet, modern, small
 from cnnlab.zoo._common import IMAGENET, PAPER_TOP5
 from cnnlab.zoo.imagenet import (
     alexnet,
@@ -42,7 +43,17 @@ from cnnlab.zoo.imagenet import (
     vgg19,
 )
 from cnnlab.zoo.layouts import LAYOUTS
-from cnnlab.zoo.small import fmnist_cnn, fmnist_cnn_bn, lenet5, mlp, resnet8, resnet20, vgg_small
+from cnnlab.zoo.modern import convnext_tiny, mobilenet_v2
+from cnnlab.zoo.small import (
+    fmnist_cnn,
+    fmnist_cnn_bn,
+    lenet5,
+    mlp,
+    mobilenet_small,
+    resnet8,
+    resnet20,
+    vgg_small,
+)
 from cnnlab.zoo.weights import (
     HeadMismatch,
     head_classes,
@@ -56,13 +67,14 @@ from cnnlab.zoo.weights import (
 #: the order of their years
 MODELS: dict[str, Callable[..., Sequential]] = {
     fn.__name__.replace("_", "-"): fn for fn in (
-        fmnist_cnn, fmnist_cnn_bn, lenet5, mlp, vgg_small, resnet8, resnet20,
-        alexnet, vgg11, vgg13, vgg16, vgg19, googlenet, resnet18, resnet34, resnet50, se_resnet50)
+        fmnist_cnn, fmnist_cnn_bn, lenet5, mlp, vgg_small, resnet8, resnet20, mobilenet_small,
+        alexnet, vgg11, vgg13, vgg16, vgg19, googlenet, resnet18, resnet34, resnet50, se_resnet50,
+        mobilenet_v2, convnext_tiny)
 }
 
 __all__ = ["IMAGENET", "LAYOUTS", "MODELS", "PAPER_TOP5", "Counts", "HeadMismatch", "count", "get",
            "head_classes", "imagenet", "imagenet_classes", "imagenet_preprocess", "load_weights",
-           "names", "pretrained", "small", *(fn.__name__ for fn in MODELS.values())]
+           "modern", "names", "pretrained", "small", *(fn.__name__ for fn in MODELS.values())]
 
 
 def names() -> list[str]:

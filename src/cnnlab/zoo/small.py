@@ -20,7 +20,16 @@ from cnnlab.layers import (
     Sequential,
     Tanh,
 )
-from cnnlab.zoo._common import _basic_block, _classifier, _conv_bn, _model
+from cnnlab.zoo._common import (
+    MOBILENET_SMALL,
+    _basic_block,
+    _classifier,
+    _conv_bn,
+    _conv_bn_relu6,
+    _inverted_residual,
+    _inverted_settings,
+    _model,
+)
 
 
 def fmnist_cnn(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
@@ -104,3 +113,17 @@ def resnet20(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int 
     (16, 32, 64 filters); projection shortcuts where the shape changes (the paper's CIFAR net
     pads with zeros instead: 2,752 fewer parameters, 0.27 M at 32×32×3)."""
     return _model(_cifar_resnet(3, num_classes), input_shape, seed, build)
+
+
+def mobilenet_small(num_classes: int = 10, input_shape: Shape = (1, 28, 28), seed: int = 0, *,
+                    build: bool = True) -> Sequential:
+    """MobileNetV2 at CPU size: a 3×3 conv–BN–ReLU6 stem (16 channels, unstrided), 8 inverted
+    residual blocks (16, 24, 24, 32, 32, 64, 64, 96 channels, expansion 6 after the first; the
+    first block's depthwise convolution strided, then two more strides: 28 → 14 → 7 → 4), 1×1
+    conv to 320, global average pooling, dropout 0.2 and the classifier: 215,978 parameters at
+    28×28×1."""
+    layers = _conv_bn_relu6(16, 3)
+    for t, c_in, c_out, stride in _inverted_settings(MOBILENET_SMALL, 16):
+        layers += _inverted_residual(t, c_in, c_out, stride)
+    return _model([*layers, *_conv_bn_relu6(320, 1), GlobalAvgPool2D(), Dropout(0.2),
+                   _classifier(num_classes)], input_shape, seed, build)

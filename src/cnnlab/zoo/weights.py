@@ -9,8 +9,9 @@ Anything missing, extra or of another shape is one ModelFileError listing it all
 shortened to its first few); nothing is matched by position, and the model is changed only when
 every tensor has been read.
 
-Architectures: resnet18/34/50, vgg11/13/16/19, alexnet and googlenet in torchvision's names
-(timm's resnets use the same); se-resnet50 in timm's `seresnet50` names. The zoo builds them as
+Architectures: resnet18/34/50, vgg11/13/16/19, alexnet, googlenet, mobilenet-v2 and
+convnext-tiny in torchvision's names (timm's resnets use the same); se-resnet50 in timm's
+`seresnet50` names. The zoo builds them as
 torchvision does (ResNet-50 v1.5: the stride on the 3×3 convolution; GoogLeNet's BatchNorm
 convolutions, ε = 0.001, without the auxiliary heads). VGG and AlexNet end in torchvision's
 adaptive average pooling, which cnnlab lacks: their first Dense fits only inputs that reach it
@@ -33,6 +34,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: the published accuracies' protocol: shorter side to 256, the centre 224×224 (a ratio of 0.875)
 RESIZE_FOR_224 = 256
+#: weights published with another resize before the 224 crop (torchvision's ConvNeXt-T: 236)
+RESIZE_BY_MODEL = {"convnext-tiny": 236}
 #: weights trained on pixels mapped to −1…1: torchvision's GoogLeNet (its transform_input turns
 #: ImageNet-normalised input into (x − 0.5)/0.5 before the first convolution)
 HALF = {"googlenet"}
@@ -62,7 +65,7 @@ def load_weights(model: Sequential, path: str | os.PathLike, name: str, *,
     if mismatch := sorted(set(ours) ^ {o for _, o in table.pairs}):
         raise ValueError(f"load_weights: the model is not the zoo's {name} (its tensors differ at "
                          f"{_short(mismatch)}); build it with cl.zoo.get({name!r}, ...)")
-    wanted = {f: _file_shape(f, ours[o].shape, table) for f, o in table.pairs
+    wanted = {f: table.file_shape(f, ours[o].shape) for f, o in table.pairs
               if head or f not in table.head}
     with ForeignFile(path) as file:
         _check(file, wanted, table, name, ours)
@@ -71,10 +74,6 @@ def load_weights(model: Sequential, path: str | os.PathLike, name: str, *,
         if f in values:
             ours[o][...] = values[f].reshape(ours[o].shape)
     return model
-
-
-def _file_shape(file_name: str, shape: tuple[int, ...], table: Layout) -> tuple[int, ...]:
-    return (*shape, 1, 1) if file_name in table.squeezed else tuple(shape)
 
 
 def _check(file: ForeignFile, wanted: dict, table: Layout, name: str, ours: dict) -> None:
@@ -151,9 +150,11 @@ def imagenet_classes() -> list[str]:
 def imagenet_preprocess(name: str, input_shape, resize: int | None = None) -> Preprocess:
     """The preprocessing the published weights expect: ImageNet's mean and std (GoogLeNet's
     torchvision weights: 0.5 and 0.5, what its transform_input does), and the shorter side
-    resized to `resize` before the centre crop (default: 256/224 of the input, 256 at 224)."""
-    side = resize or round(min(input_shape[1:]) * RESIZE_FOR_224 / 224)
-    if name.replace("_", "-").lower() in HALF:
+    resized to `resize` before the centre crop (default: 256/224 of the input, 256 at 224;
+    ConvNeXt-T's 236/224)."""
+    key = name.replace("_", "-").lower()
+    side = resize or round(min(input_shape[1:]) * RESIZE_BY_MODEL.get(key, RESIZE_FOR_224) / 224)
+    if key in HALF:
         return Preprocess((0.5,) * 3, (0.5,) * 3, resize=f"center-crop:{side}")
     return Preprocess(IMAGENET_MEAN, IMAGENET_STD, resize=f"center-crop:{side}")
 
