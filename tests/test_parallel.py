@@ -91,6 +91,19 @@ def test_synchronized_batchnorm_gradient_is_the_numeric_one(rng):
     assert np.abs(dx - numeric).max() <= 1e-6 * np.abs(numeric).max()
 
 
+def test_fit_leaves_no_reduction_hook_behind():
+    """After fit the model's layers see their own batch again: a later forward must not call into
+    a communicator that is gone (here a hook a run left, standing for MPI's sum, is cleared)."""
+    model = cl.Sequential([cl.Conv2D(2, 3), cl.BatchNorm2D(), cl.Flatten(), cl.Dense(2)],
+                          input_shape=(1, 5, 5), seed=0)
+    calls = []
+    model.layers[1].reduce = lambda values: calls.append(1) or np.asarray(values)
+    x, y = np.random.default_rng(0).standard_normal((8, 1, 5, 5)).astype(np.float32), np.arange(8) % 2
+    cl.fit(model, (x, y), loss=cl.SoftmaxCrossEntropy(), optimizer=cl.optim.SGD(model), epochs=1,
+           batch_size=4, verbose=False, progress=False)
+    assert calls and all(layer.reduce is None for layer in model.layers)
+
+
 def test_synchronized_batchnorm_needs_every_process_in_every_batch():
     parallel.check_batches(640, 30, 4, drop_last=False)  # the last batch of 10 ≥ 4: fine
     with pytest.raises(ValueError, match="each batch needs at least 4 samples.*batch has 2"):

@@ -337,9 +337,12 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
                       checkpoint_every=checkpoint_every, progress=progress, verbose=verbose,
                       distributed=distributed, sync_batchnorm=sync_batchnorm)
-    if resume is not None:
-        trainer.resume(resume)
-    return trainer.run()
+    try:
+        if resume is not None:
+            trainer.resume(resume)
+        return trainer.run()
+    finally:  # synchronized BatchNorm's hooks end with the run: the model is one process's again
+        parallel.unsync(model)
 
 
 def first_nonfinite_layer(model, x: np.ndarray, *, training: bool = True) -> str | None:
