@@ -429,7 +429,7 @@ def test_help_says_which_order_input_takes(capsys, command, order):
 
 
 def test_evaluate_json_has_a_stable_key_set(run, work):
-    keys = {"model", "data", "split", "n", "accuracy", "top_k", "top", "loss", "classes", "per_class",
+    keys = {"model", "data", "split", "tta", "n", "accuracy", "top_k", "top", "loss", "classes", "per_class",
             "confusion"}
     result = cnnlab("evaluate", run[0] / "model.safetensors", "--data", "fashion-mnist-mini", "--json",
                     cwd=work)

@@ -40,6 +40,7 @@ from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
 from cnnlab.cli.transfer import freeze_spec, model_spec
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
 from cnnlab.cli.weights import cmd_convert
+from cnnlab.train.evaluate import TTA
 from cnnlab.train.features import DISTANCES
 
 RAW = argparse.RawDescriptionHelpFormatter
@@ -108,6 +109,9 @@ def _train(sub, common) -> None:
                 f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
+    option("--tta", choices=TTA,
+           help="test-time augmentation for the final test evaluation: flip averages each image's "
+                "scores with its mirror image's (default none; evaluate and predict take it too)")
     option("--sync-batchnorm", action="store_true",
            help="under mpiexec: BatchNorm's batch statistics over all processes' samples (as one "
                 "process computes them) instead of each process's own share")
@@ -132,8 +136,11 @@ def _evaluate(sub, common) -> None:
                    help="test (default; for an image folder without train/ and test/: the tenth "
                         "that cnnlab train held out), train, val, or all (every image of such a folder)")
     p.add_argument("--json", action="store_true",
-                   help="one JSON object: model, data, split, n, accuracy, top_k, top, loss, classes, "
-                        "per_class, confusion")
+                   help="one JSON object: model, data, split, tta, n, accuracy, top_k, top, loss, "
+                        "classes, per_class, confusion")
+    p.add_argument("--tta", choices=TTA, default="none",
+                   help="test-time augmentation: flip averages each image's scores with its mirror "
+                        "image's (default none)")
 
 
 def _predict(sub, common) -> None:
@@ -143,6 +150,9 @@ def _predict(sub, common) -> None:
     p.add_argument("images", metavar="IMAGE", nargs="+", help="PNG, JPEG, ... files")
     p.add_argument("--json", action="store_true", help="one JSON object per line per image")
     p.add_argument("--top", type=positive_int, default=5, metavar="K", help="classes shown (default 5)")
+    p.add_argument("--tta", choices=TTA, default="none",
+                   help="test-time augmentation: flip averages the scores of the image and of its "
+                        "mirror image (default none)")
 
 
 def _features(sub, common) -> None:

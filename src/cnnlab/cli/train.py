@@ -220,21 +220,22 @@ def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None,
                       transform=make_augment(opts["augment"]), seed=opts["seed"], out=out,
                       resume=checkpoint, checkpoint_every=opts.get("checkpoint-every", 0),
                       progress=False if args.quiet else None, distributed=args.comm,
-                      sync_batchnorm=opts.get("sync-batchnorm", False))
+                      sync_batchnorm=opts.get("sync-batchnorm", False), tta=opts.get("tta"))
     except KeyboardInterrupt:
         if (out / CHECKPOINT).exists():
             say(f"interrupted; continue with: cnnlab train --resume {out}")
         raise
 
 
-def _finish(model, source: Source, test, history, names: list[str], out: Path) -> None:
-    """The test accuracy (fit's one evaluation of the test split) on stdout, then the run's
-    report (a warning if it cannot be written)."""
+def _finish(model, source: Source, test, history, names: list[str], out: Path, tta: str | None) -> None:
+    """The test accuracy (fit's one evaluation of the test split, with --tta if given) on
+    stdout, then the run's report (scored without TTA; a warning if it cannot be written)."""
     xt, yt, what = test
     result = history.test
     k = min(5, len(names))
+    how = f" with test-time augmentation {tta}" if tta not in (None, "none") else ""
     print(f"{what} accuracy {100 * result['accuracy']:.2f}% (top-{k} {100 * result['top5']:.1f}%) "
-          f"on {len(xt):,} images — model saved to {printable(str(out / 'model.safetensors'))}")
+          f"on {len(xt):,} images{how} — model saved to {printable(str(out / 'model.safetensors'))}")
     try:  # the run itself succeeded: a report that cannot be written is a warning
         report = cl.viz.report(out, model, xt, yt, model.class_names or names,
                                data=f"{source.describe()}, {what} split")
@@ -274,7 +275,7 @@ def cmd_train(args) -> int:
             f"{opts['augment']} → {out}")
         history = _fit(model, opts, optimizer, ((x, y), val, (xt, yt)), out, checkpoint, args)
         if writer:
-            _finish(model, source, (xt, yt, what), history, names, out)
+            _finish(model, source, (xt, yt, what), history, names, out, opts.get("tta"))
     return 0
 
 

@@ -31,11 +31,14 @@ def cmd_evaluate(args) -> int:
     k = min(5, len(classes))
     # under mpiexec each process scores its share and the counts are summed (rank 0 prints)
     result = cl.evaluate(model, (x, y), loss=cl.SoftmaxCrossEntropy(), k=k,
-                         progress=False if args.quiet or args.comm else None, comm=args.comm)
+                         progress=False if args.quiet or args.comm else None, comm=args.comm,
+                         tta=args.tta)
     if args.json:
-        print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result), allow_nan=False))
+        print(json.dumps(_evaluation_json(args.model, source, what, classes, k, result, args.tta),
+                         allow_nan=False))
         return 0
-    print(printable(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images"))
+    tta = "" if args.tta == "none" else f", test-time augmentation {args.tta}"
+    print(printable(f"{args.model} on {source.describe()}, {what} split: {len(y):,} images{tta}"))
     print(f"accuracy {100 * result['accuracy']:.2f}%   top-{k} {100 * result[f'top{k}']:.2f}%   "
           f"loss {result['loss']:.4f}\n")
     shown = [printable(name) for name in classes]  # names from folders or files: no escapes
@@ -50,11 +53,11 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluation_json(model: str, source: Source, what: str, classes: list[str], k: int,
-                     result: dict) -> dict:
+                     result: dict, tta: str) -> dict:
     """evaluate --json: the same keys for every model and dataset (top_k says what `top` is)."""
     counts = result["confusion"].sum(axis=1)
     return {
-        "model": str(model), "data": source.describe(), "split": what, "n": result["n"],
+        "model": str(model), "data": source.describe(), "split": what, "tta": tta, "n": result["n"],
         "accuracy": _finite(result["accuracy"]), "top_k": k, "top": _finite(result[f"top{k}"]),
         "loss": _finite(result["loss"]),
         "classes": classes,
@@ -94,7 +97,7 @@ def cmd_predict(args) -> int:
             continue
         if note:
             say(note)
-        probs = cl.predict(model, image[None])[0]
+        probs = cl.predict(model, image[None], tta=args.tta)[0]
         top = np.argsort(-probs, kind="stable")[:k]
         if args.json:
             print(json.dumps({"file": path, "top": [

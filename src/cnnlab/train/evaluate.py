@@ -21,6 +21,28 @@ from cnnlab.losses import softmax
 from cnnlab.metrics import confusion_matrix, per_class_accuracy, top_k_accuracy
 from cnnlab.train import progress as bars
 
+#: test-time augmentation: "none", or "flip": the scores of each image and of its mirror image
+#: (left-right) averaged, as the scores the accuracy, the loss and the prediction come from
+TTA = ("none", "flip")
+
+
+def check_tta(tta: str | None, who: str) -> str:
+    if tta is None:
+        return "none"
+    if tta not in TTA:
+        raise ValueError(f"{who}: tta must be one of {', '.join(TTA)}. Received: tta={tta!r}")
+    return tta
+
+
+def scores_of(model, xb: np.ndarray, tta: str = "none") -> np.ndarray:
+    """The model's scores of a batch in inference mode; with tta="flip" the mean of the scores
+    of xb and of xb mirrored left-right (the last axis)."""
+    scores = model.forward(xb)
+    if tta == "flip":
+        mirrored = model.forward(np.ascontiguousarray(xb[..., ::-1]))
+        scores = (scores + mirrored) * scores.dtype.type(0.5)
+    return scores
+
 
 class PixelRangeWarning(UserWarning):
     """Float input that looks like pixels was given as normalised model input."""
@@ -64,36 +86,42 @@ def _batches(model, data, batch_size: int, pixel_range: float | None = None, who
 
 
 def predict_scores(model, x: np.ndarray, batch_size: int = 512, *,
-                   pixel_range: float | None = None) -> np.ndarray:
+                   pixel_range: float | None = None, tta: str | None = None) -> np.ndarray:
     """Scores (N, K) in inference mode. x: uint8 pixels, float pixels on 0–`pixel_range`, or
-    normalised float input (see the module docstring)."""
+    normalised float input (see the module docstring). tta="flip": each image's scores averaged
+    with its mirror image's (TTA)."""
     runtime.apply_defaults()
+    tta = check_tta(tta, "predict")
     batches = _batches(model, (x, None), batch_size, pixel_range, "predict")
-    return np.concatenate([model.forward(xb) for xb, _ in batches])
+    return np.concatenate([scores_of(model, xb, tta) for xb, _ in batches])
 
 
-def predict(model, x: np.ndarray, batch_size: int = 512, *, pixel_range: float | None = None) -> np.ndarray:
-    """Class probabilities (N, K): the softmax of the scores (x as for predict_scores)."""
-    return softmax(predict_scores(model, x, batch_size, pixel_range=pixel_range))
+def predict(model, x: np.ndarray, batch_size: int = 512, *, pixel_range: float | None = None,
+            tta: str | None = None) -> np.ndarray:
+    """Class probabilities (N, K): the softmax of the scores (x and tta as for predict_scores)."""
+    return softmax(predict_scores(model, x, batch_size, pixel_range=pixel_range, tta=tta))
 
 
 def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
              keep_scores: bool = False, pixel_range: float | None = None,
-             progress: bool | None = None, what: str = "evaluate", comm=None) -> dict:
+             progress: bool | None = None, what: str = "evaluate", comm=None,
+             tta: str | None = None) -> dict:
     """Accuracy, top-k accuracy, mean loss, confusion matrix and per-class accuracy, computed in
     batches in inference mode. `data`: (x, y) arrays (x as for predict_scores) or a
     cl.data.Loader. Keys: n, accuracy, top<k>, loss (None without a loss), confusion, per_class,
     and with keep_scores=True also scores (N, K) and labels (N,). `progress`: a bar named
     `what` (cnnlab.train.progress: by default on a terminal or in Jupyter). `comm` (a
     cnnlab.distributed.Comm): each process scores its contiguous share of the samples and the
-    counts are summed over the processes: the same accuracy and confusion matrix as one process."""
+    counts are summed over the processes: the same accuracy and confusion matrix as one process.
+    `tta` ("none" or "flip", TTA): the scores of each image averaged with its mirror image's."""
     runtime.apply_defaults()
+    tta = check_tta(tta, "evaluate")
     if comm is not None:
         if keep_scores:
             raise ValueError("evaluate: keep_scores=True needs every score in one process; "
                              "evaluate without comm")
-        return _reduced(model, _share(data, comm), comm, batch_size, loss, k, pixel_range)
-    scores, labels = _scores(model, data, batch_size, pixel_range, progress, what)
+        return _reduced(model, _share(data, comm), comm, batch_size, loss, k, pixel_range, tta)
+    scores, labels = _scores(model, data, batch_size, pixel_range, progress, what, tta)
     confusion = confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1])
     kept = {"scores": scores, "labels": labels} if keep_scores else {}
     return {
@@ -107,13 +135,13 @@ def evaluate(model, data, *, batch_size: int = 512, loss=None, k: int = 5,
     }
 
 
-def _scores(model, data, batch_size: int, pixel_range, progress, what: str):
+def _scores(model, data, batch_size: int, pixel_range, progress, what: str, tta: str = "none"):
     """(scores (N, K), labels (N,)) of `data` in inference mode, with a progress bar if wanted."""
     total = len(data.y) if isinstance(data, Loader) else len(data[1])
     bar = bars.bar(total, what) if bars.wanted(progress) else None
     scores, labels = [], []
     for xb, yb in _batches(model, data, batch_size, pixel_range):
-        scores.append(model.forward(xb))
+        scores.append(scores_of(model, xb, tta))
         labels.append(yb)
         if bar is not None:
             bar.update(len(yb))
@@ -134,12 +162,12 @@ def _share(data, comm):
     return take(data[0], part), data[1][part]
 
 
-def _reduced(model, data, comm, batch_size: int, loss, k: int, pixel_range) -> dict:
+def _reduced(model, data, comm, batch_size: int, loss, k: int, pixel_range, tta: str) -> dict:
     """evaluate() over the processes: local counts of this share, summed (float64: exact)."""
     classes = model.out_shape[-1]
     n, top, loss_sum, confusion = 0, 0.0, 0.0, np.zeros((classes, classes), np.int64)
     if data is not None:
-        scores, labels = _scores(model, data, batch_size, pixel_range, False, "")
+        scores, labels = _scores(model, data, batch_size, pixel_range, False, "", tta)
         n = len(labels)
         top = top_k_accuracy(scores, labels, k) * n
         loss_sum = 0.0 if loss is None else loss.forward(scores, labels) * n

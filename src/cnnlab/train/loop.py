@@ -23,7 +23,7 @@ from cnnlab.distributed import world
 from cnnlab.optim import clip_grad_norm
 from cnnlab.train import parallel
 from cnnlab.train import progress as bars
-from cnnlab.train.evaluate import evaluate
+from cnnlab.train.evaluate import check_tta, evaluate
 from cnnlab.train.history import History, epoch_line, evaluation_line
 from cnnlab.train.inputs import as_loader, check_labels, hold_out
 
@@ -37,8 +37,9 @@ class Trainer:
     def __init__(self, model, train, *, loss, optimizer, epochs, batch_size=128, val=None,
                  val_split=0.0, test=None, schedule=None, callbacks=(), seed=0, transform=None,
                  clip_norm=None, out=None, checkpoint_every=0, progress=None, verbose=True,
-                 distributed=None, sync_batchnorm=False):
+                 distributed=None, sync_batchnorm=False, tta=None):
         self.model, self.loss, self.optimizer = model, loss, optimizer
+        self.tta = check_tta(tta, "fit")
         self.val_split = check_fraction(val_split)
         train, val = hold_out(train, val, self.val_split, seed)
         self.comm, self.synced = world(distributed), False
@@ -161,7 +162,7 @@ class Trainer:
         # extreme test images may overflow the loss: recorded as unknown, not a warning
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             result = evaluate(self.model, self.test, loss=self.loss, progress=self.progress,
-                              what="test", comm=self.comm)
+                              what="test", comm=self.comm, tta=self.tta)
         self.history.record_test(result)
         if self.verbose:
             print(evaluation_line(self.history.test), file=sys.stderr, flush=True)
@@ -171,7 +172,8 @@ class Trainer:
     def _evaluation(self) -> dict:
         """What the model file records of how its numbers were obtained."""
         val = None if self.val is None else {"n": len(self.val.y), "held_out": self.val_split}
-        return {"epochs": self.epoch, "validation": val, "test": self.history.test}
+        tta = {} if self.tta == "none" else {"tta": self.tta}  # how the test split was scored
+        return {"epochs": self.epoch, "validation": val, "test": self.history.test, **tta}
 
     def _bar(self, steps: int):
         if not self.progress:
@@ -290,7 +292,7 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
         val_split: float = 0.0, test=None, schedule=None, callbacks=(), seed: int = 0,
         transform=None, clip_norm: float | None = None, out=None, resume=None,
         checkpoint_every: int = 0, progress: bool | None = None, verbose: bool = True,
-        distributed=None, sync_batchnorm: bool = False) -> History:
+        distributed=None, sync_batchnorm: bool = False, tta: str | None = None) -> History:
     """Trains `model` for `epochs` epochs and returns the History.
 
     Train, validation, test: choices (early stopping, best.safetensors) are made on the
@@ -321,6 +323,9 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
             samples (as PyTorch's SyncBatchNorm): K processes compute one process's batch
             statistics, gradients and running statistics (every batch needs ≥ K samples).
             False (the default): each process's own share (as PyTorch DDP).
+        tta: "flip" scores the test split (once, at the end) with test-time augmentation, each
+            image's scores averaged with its mirror image's (cl.evaluate's tta); validation
+            is scored plainly.
     Diverged, one rule: a non-finite training loss, gradient or update (at a step), a
     non-finite validation loss (the validation pass, run in inference mode with overflow
     caught), or an epoch's mean training loss above 10·ln C for a model with C ≥ 2 outputs
@@ -336,7 +341,7 @@ def fit(model, train, *, loss, optimizer, epochs: int, batch_size: int = 128, va
                       schedule=schedule, callbacks=callbacks,
                       seed=seed, transform=transform, clip_norm=clip_norm, out=out,
                       checkpoint_every=checkpoint_every, progress=progress, verbose=verbose,
-                      distributed=distributed, sync_batchnorm=sync_batchnorm)
+                      distributed=distributed, sync_batchnorm=sync_batchnorm, tta=tta)
     try:
         if resume is not None:
             trainer.resume(resume)
