@@ -53,7 +53,7 @@ def cmd_evaluate(args) -> int:
 
 
 def _evaluation_json(model: str, source: Source, what: str, classes: list[str], k: int,
-                     result: dict, tta: str) -> dict:
+                     result: dict, tta: str = "none") -> dict:
     """evaluate --json: the same keys for every model and dataset (top_k says what `top` is)."""
     counts = result["confusion"].sum(axis=1)
     return {
