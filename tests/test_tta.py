@@ -1,6 +1,7 @@
-"""Test-time augmentation (issue 19): `tta="flip"` averages each image's scores with those of its
-mirror image, in cl.predict/predict_scores/evaluate, fit's one test evaluation, and the commands
-evaluate, predict and train (--tta flip); "none" is the plain forward, bit for bit."""
+"""Issue 19's building blocks. Test-time augmentation: `tta="flip"` averages each image's scores
+with those of its mirror image, in cl.predict/predict_scores/evaluate, fit's one test evaluation,
+and the commands evaluate, predict and train (--tta flip); "none" is the plain forward, bit for
+bit. And cnnlab train --label-smoothing."""
 
 from __future__ import annotations
 
@@ -83,3 +84,23 @@ def test_the_commands_take_tta_flip(tmp_path):
     assert one.returncode == 0, one.stderr
     bad = cnnlab("evaluate", model, "--tta", "rotate", cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'rotate'" in bad.stderr
+
+
+def test_train_label_smoothing_is_a_recorded_flag(tmp_path):
+    """--label-smoothing E trains on smoothed targets (issue 19's recipes use it): recorded in
+    config.toml, the first epoch's loss differs from the plain run's, E outside [0, 1) is a
+    usage error naming the flag."""
+    short = ["--data", "fashion-mnist-mini", "--limit", "300", "--model", "mlp", "--epochs", "1",
+             "--val-split", "0"]
+    plain = cnnlab("train", *short, "--out", "plain", cwd=tmp_path)
+    smooth = cnnlab("train", *short, "--label-smoothing", "0.1", "--out", "smooth", cwd=tmp_path)
+    assert plain.returncode == 0 and smooth.returncode == 0, smooth.stderr
+    assert "label-smoothing = 0.1" in (tmp_path / "smooth" / "config.toml").read_text()
+
+    def loss(result):
+        line = next(row for row in result.stderr.splitlines() if row.startswith("epoch 1/1"))
+        return float(line.split("loss")[1].split()[0])
+
+    assert loss(smooth) != loss(plain)
+    bad = cnnlab("train", *short, "--label-smoothing", "1.5", cwd=tmp_path)
+    assert bad.returncode == 2 and "--label-smoothing" in bad.stderr

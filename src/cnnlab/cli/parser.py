@@ -109,6 +109,9 @@ def _train(sub, common) -> None:
                 f"(default {RECIPE['val-split']}; 0: none)")
     option("--checkpoint-every", type=natural, metavar="N",
            help="also save last.ckpt.safetensors every N steps (default: at each epoch's end)")
+    option("--label-smoothing", type=fraction, metavar="E",
+           help="train on (1 − E)·one-hot + E/C targets (default 0); the losses shown are that "
+                "cross-entropy")
     option("--tta", choices=TTA,
            help="test-time augmentation for the final test evaluation: flip averages each image's "
                 "scores with its mirror image's (default none; evaluate and predict take it too)")

@@ -212,7 +212,8 @@ def _fit(model, opts: dict, optimizer, data, out: Path, checkpoint: Path | None,
     (args.comm): the History."""
     train, val, test = data
     try:
-        return cl.fit(model, train, loss=cl.SoftmaxCrossEntropy(), optimizer=optimizer,
+        loss = cl.SoftmaxCrossEntropy(label_smoothing=opts.get("label-smoothing", 0.0))
+        return cl.fit(model, train, loss=loss, optimizer=optimizer,
                       epochs=opts["epochs"], batch_size=opts["batch-size"], val=val,
                       val_split=0.0 if val is not None else opts["val-split"], test=test,
                       schedule=make_schedule(opts["schedule"], opts["lr"], opts["epochs"],
