@@ -77,18 +77,25 @@ def _phases(xb: np.ndarray, taps, stride) -> dict:
             for _, _, key, _, _ in taps}
 
 
-def depthwise_forward_same(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
-                           padding, dilation=1) -> np.ndarray:
-    """y of a depthwise convolution whose output is (H/S, W/S) (depthwise_same_applies): x
-    (N, C, H, W), weight (K, 1, kh, kw), K = M·C. Returns y as an (N, K, H_out, W_out) view of
-    (K, N, H_out, W_out) memory."""
+def _setup(x: np.ndarray, weight: np.ndarray, stride, padding, dilation):
+    """What forward and backward share: (N, C, M, H_out, W_out, the taps, the weight as
+    (C, M, kh, kw), x as a (C, N, H, W) view)."""
     n, c, h, w = x.shape
     k, _, kh, kw = weight.shape
     m = k // c
     (sh, sw), _ = _pairs(stride, padding)
     h_out, w_out = h // sh, w // sw
     taps = _taps(kh, kw, stride, padding, dilation, h_out, w_out)
-    w4, xc = weight.reshape(c, m, kh, kw), x.transpose(1, 0, 2, 3)
+    return n, c, m, h_out, w_out, taps, weight.reshape(c, m, kh, kw), x.transpose(1, 0, 2, 3)
+
+
+def depthwise_forward_same(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, stride,
+                           padding, dilation=1) -> np.ndarray:
+    """y of a depthwise convolution whose output is (H/S, W/S) (depthwise_same_applies): x
+    (N, C, H, W), weight (K, 1, kh, kw), K = M·C. Returns y as an (N, K, H_out, W_out) view of
+    (K, N, H_out, W_out) memory."""
+    n, c, m, h_out, w_out, taps, w4, xc = _setup(x, weight, stride, padding, dilation)
+    k = c * m
     y = np.empty((k, n, h_out, w_out), x.dtype)
     channel_blocks, sample_blocks = _channel_blocks(c, n, m * h_out * w_out)
 
@@ -121,17 +128,12 @@ def depthwise_backward_same(dy: np.ndarray, x: np.ndarray, weight: np.ndarray, s
                             dilation=1, input_grad: bool = True, bias_grad: bool = True):
     """Gradients of depthwise_forward_same: (dW, db, dx), dx None when input_grad is False, db
     None when bias_grad is False; dx an (N, C, H, W) view of (C, N, H, W) memory."""
-    n, c, h, w = x.shape
-    k, _, kh, kw = weight.shape
-    m = k // c
-    (sh, sw), _ = _pairs(stride, padding)
-    h_out, w_out = h // sh, w // sw
-    taps = _taps(kh, kw, stride, padding, dilation, h_out, w_out)
-    w4, xc = weight.reshape(c, m, kh, kw), x.transpose(1, 0, 2, 3)
+    n, c, m, h_out, w_out, taps, w4, xc = _setup(x, weight, stride, padding, dilation)
+    k = c * m
     dy_k = np.ascontiguousarray(dy.transpose(1, 0, 2, 3))  # free for what conv layers hand on
     db = dy_k.reshape(k, -1).sum(axis=1) if bias_grad else None
-    dw = np.zeros((c, m, kh, kw), dy.dtype)
-    dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
+    dw = np.zeros(w4.shape, dy.dtype)
+    dx = np.empty(xc.shape, dy.dtype) if input_grad else None
     channel_blocks, sample_blocks = _channel_blocks(c, n, m * h_out * w_out)
 
     def block(span):

@@ -176,7 +176,8 @@ class _BatchNorm(Layer):
                              f"over all processes. Received: {m}. Use a larger batch.")
         mean = (totals[:c] / m).astype(rows.dtype)[:, None]
         x_hat = rows - mean
-        var = (self.reduce(np.einsum("cm,cm->c", x_hat, x_hat, dtype=np.float64)) / m).astype(rows.dtype)
+        squares = np.einsum("cm,cm->c", x_hat, x_hat).astype(np.float64)  # C sums, in x's dtype
+        var = (self.reduce(squares) / m).astype(rows.dtype)
         inv_std = 1 / np.sqrt(var[:, None] + self.eps)
         x_hat *= inv_std
         y = x_hat * self.weight.data[:, None] + self.bias.data[:, None]
@@ -221,8 +222,10 @@ class _BatchNorm(Layer):
         dgamma = np.einsum("cm,cm->c", dy_rows, x_hat)
         totals = self.reduce(np.concatenate([dbeta, dgamma]).astype(np.float64))
         sum_dy, sum_dy_xh = (totals[:c] / m).astype(x_hat.dtype), (totals[c:] / m).astype(x_hat.dtype)
-        k = (self.weight.data * inv_std[:, 0])[:, None]
-        dx = (dy_rows - sum_dy[:, None] - x_hat * sum_dy_xh[:, None]) * k
+        dx = x_hat * sum_dy_xh[:, None]  # dx = (γ/σ)·(dy − mean(dy) − x̂·mean(dy·x̂)), in place
+        np.subtract(dy_rows, dx, out=dx)
+        dx -= sum_dy[:, None]
+        dx *= (self.weight.data * inv_std[:, 0])[:, None]
         self.weight.grad = dgamma
         self.bias.grad = dbeta
         return restore(dx)
