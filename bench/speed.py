@@ -174,14 +174,15 @@ def layer_times(model, x) -> list:
             return layer.backward(dy)
 
         bwd = _timed(back, 5) - fwd
-        flops, gemm = 0, 0.0
+        flops, gemm, cin = 0, 0.0, 0
         if isinstance(layer, cl.Conv2D):
             k, c, kh, kw = layer.weight.shape
+            cin = c * layer.groups if kh == kw == 3 else 0  # the 3×3 targets' rows
             flops = 2 * k * c * kh * kw * int(np.prod(layer.out_shape[1:])) * x.shape[0]
             x_col = im2col(a, kh, kw, layer.win.stride, layer.win.pad)
             w_mat = layer.weight.data.reshape(k, -1)
             gemm = _timed(lambda w=w_mat, c=x_col: w @ c, 5)
-        rows.append({"name": name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm})
+        rows.append({"name": name, "fwd": fwd, "bwd": bwd, "flops": flops, "gemm": gemm, "cin": cin})
         return out
 
     return _per_layer(model, x, time_layer)
@@ -247,6 +248,8 @@ def lockstep(net: str, rounds: int, have_torch: bool) -> tuple[dict, dict | None
     return results[0], results[1] if have_torch else None
 
 
+#: issue 19's four networks
+NETS = ["fmnist-cnn", "fmnist-cnn-bn", "resnet8", "resnet20"]
 KEYS = (("train_ips", "train img/s"), ("infer_ips", "infer img/s"), ("step_mib", "step MiB"),
         ("peak_mib", "peak RSS MiB"))
 
@@ -254,7 +257,7 @@ KEYS = (("train_ips", "train img/s"), ("infer_ips", "infer img/s"), ("step_mib",
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
-    parser.add_argument("--nets", nargs="+", default=["fmnist-cnn", "resnet8"])
+    parser.add_argument("--nets", nargs="+", default=NETS)
     parser.add_argument("--rounds", type=int, default=15,
                         help="rounds of the two frameworks taking turns (default 15); the table "
                              "shows medians, and the spread of the per-round ratio")
@@ -279,20 +282,38 @@ def main() -> None:
             spread = f"  [{ratios.min():.2f}–{ratios.max():.2f}]" if len(ratios) > 1 else ""
             print(f"{label:12}{np.median(mine):12.1f}{np.median(other):12.1f}"
                   f"{np.median(ratios):8.2f}{spread}")
-        print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}"
+        print(f"  {'layer':32}{'fwd ms':>8}{'bwd ms':>8}{'PyTorch':>9}{'bwd':>7}{'speed':>7}"
               "  conv GFLOP/s: layer, its GEMM (share of sgemm)")
         gemm = ours["sgemm"]
         print(f"  (NumPy sgemm 2048×2048 just before these rows: {gemm:.1f} GFLOP/s)")
         torch_rows = {r["name"]: r for r in theirs["layers"]} if theirs else {}
-        for row in ours["layers"]:
-            text = ""
-            if row["flops"]:
-                layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
-                text = (f"  {layer_rate:6.1f} ({100 * layer_rate / gemm:3.0f}%), "
-                        f"{gemm_rate:6.1f} ({100 * gemm_rate / gemm:3.0f}%)")
-            t = torch_rows.get(row["name"], {"fwd": float("nan"), "bwd": float("nan")})
-            print(f"  {row['name']:32}{1e3 * row['fwd']:8.2f}{1e3 * row['bwd']:8.2f}"
-                  f"{1e3 * t['fwd']:9.2f}{1e3 * t['bwd']:7.2f}{text}")
+        _layer_rows(ours["layers"], torch_rows, gemm)
+
+
+def _layer_rows(rows: list, torch_rows: dict, gemm: float) -> None:
+    """The per-layer table; for convolutions "speed" is PyTorch's forward + backward time over
+    cnnlab's (> 1: cnnlab faster). Then issue 19's per-layer targets for the 3×3 convolutions:
+    ≥ 16 input channels at least PyTorch's speed, ≥ 32 also ≥ 70% of sgemm in the forward (direct
+    convolution's multiply-adds), the first layers (1 or 3 channels) within 1.5× of PyTorch's time."""
+    verdicts = []
+    for row in rows:
+        t = torch_rows.get(row["name"], {"fwd": float("nan"), "bwd": float("nan")})
+        speed = (t["fwd"] + t["bwd"]) / (row["fwd"] + row["bwd"])
+        share = row["flops"] / row["fwd"] / 1e9 / gemm if row["flops"] else 0.0
+        c = row.get("cin", 0)
+        if c >= 16:
+            verdicts.append(speed >= 1.0 and (c < 32 or share >= 0.7))
+        elif c in (1, 3):
+            verdicts.append(speed >= 1 / 1.5)
+        speed_text, text = " " * 7, ""
+        if row["flops"]:
+            layer_rate, gemm_rate = row["flops"] / row["fwd"] / 1e9, row["flops"] / row["gemm"] / 1e9
+            speed_text = f"{speed:7.2f}"
+            text = (f"  {layer_rate:6.1f} ({100 * layer_rate / gemm:3.0f}%), "
+                    f"{gemm_rate:6.1f} ({100 * gemm_rate / gemm:3.0f}%)")
+        print(f"  {row['name']:32}{1e3 * row['fwd']:8.2f}{1e3 * row['bwd']:8.2f}"
+              f"{1e3 * t['fwd']:9.2f}{1e3 * t['bwd']:7.2f}{speed_text}{text}")
+    print(f"  3×3 convolution targets met: {sum(verdicts)} of {len(verdicts)}")
 
 
 if __name__ == "__main__":

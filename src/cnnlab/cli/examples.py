@@ -4,6 +4,7 @@ epilogs), kept apart from the flags in parser.py."""
 TRAIN_EXAMPLES = """\
 examples:
   cnnlab train                                  # fmnist-cnn on Fashion-MNIST, the default recipe
+  cnnlab train --recipe fast --seed 1           # a named recipe on the full Fashion-MNIST
   cnnlab train --model lenet5 --epochs 10 --optimizer adam --lr 1e-3
   cnnlab train --data cifar10 --model fmnist-cnn --augment flip-crop --out runs/cifar
   cnnlab train --augment flip,crop=2,rotate=15,brightness=0.2
@@ -18,6 +19,12 @@ default lr: adam/adamw/rmsprop 1e-3, adagrad 0.01). Data: the full Fashion-MNIST
 a name (fashion-mnist, mnist, cifar10, fashion-mnist-mini) or a folder: IDX files, CIFAR-10 .bin
 files, or an image folder with one subfolder per class (then 1 image in 10 is held out for
 testing unless it has train/ and test/ subfolders).
+
+Named recipes (--recipe NAME): fast and strong, TOML files of these options shipped with
+cnnlab: fmnist-cnn-bn on the full Fashion-MNIST (dataset-fashion-mnist), SGD lr 0.1 on a cosine
+schedule, label smoothing 0.1, flip TTA; fast trains 15 epochs with mirroring, strong 30 with
+mirroring and shifts (flip-crop). A -c FILE
+(it may name a recipe: recipe = "fast") and flags override the recipe's values.
 
 Train, validation, test: --val-split (default 0.1) of the training images, stratified by class
 and drawn from the seed after --limit, is held out for validation (a folder's own val/ is used

@@ -36,7 +36,7 @@ from cnnlab.cli.features import cmd_features
 from cnnlab.cli.info import cmd_explain, cmd_summary, cmd_zoo
 from cnnlab.cli.lr_find import cmd_lr_find
 from cnnlab.cli.pictures import cmd_demo, cmd_report
-from cnnlab.cli.train import LR, RECIPE, SCHEDULES, cmd_train
+from cnnlab.cli.train import LR, RECIPE, RECIPES, SCHEDULES, cmd_train
 from cnnlab.cli.transfer import freeze_spec, model_spec
 from cnnlab.cli.use import cmd_evaluate, cmd_predict
 from cnnlab.cli.weights import cmd_convert
@@ -84,6 +84,9 @@ def _train(sub, common) -> None:
         action = p.add_argument(*flags, default=None, **kw)
         actions[next(f for f in flags if f.startswith("--"))[2:]] = action
 
+    option("--recipe", choices=list(RECIPES), metavar="NAME",
+           help="start from a named recipe shipped with cnnlab (-c FILE and flags override its "
+                "values): " + "; ".join(f"{k}: {v}" for k, v in RECIPES.items()).replace("%", "%%"))
     option("--model", type=model_spec, metavar="NAME|FILE",
            help=f"zoo model: {', '.join(cl.zoo.names())} (default {RECIPE['model']}); or a "
                 ".safetensors model file to start from (transfer learning)")

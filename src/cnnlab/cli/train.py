@@ -1,10 +1,12 @@
-"""`cnnlab train`: the default recipe, the options (recipe < resumed run < -c FILE < flags), the
-optimizer, schedule and augmentation they name, and the run itself.
+"""`cnnlab train`: the default recipe, the named recipes (--recipe NAME: cli/recipes/NAME.toml),
+the options (default < named recipe < resumed run < -c FILE < flags), the optimizer, schedule
+and augmentation they name, and the run itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import inspect
 from pathlib import Path
 
@@ -28,14 +30,21 @@ WEIGHT_DECAY = {"sgd": 5e-4, "adamw": 1e-2}
 WITH_MOMENTUM = ("sgd", "rmsprop")
 AUGMENT = tuple(augment.PRESETS)  # the presets; --augment also takes terms (cnnlab.data.augment)
 SCHEDULES = ("constant", "cosine", "step", "onecycle")
+#: the named recipes (--recipe NAME), each a TOML file of train options in cli/recipes/, shipped
+#: with the package; measured in the README ("Time to accuracy")
+RECIPES = {
+    "fast": "fmnist-cnn-bn, 15 epochs on the full Fashion-MNIST, mirroring, flip TTA",
+    "strong": "fmnist-cnn-bn, 30 epochs on the full Fashion-MNIST, mirroring and shifts, flip TTA",
+}
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
-FIXED = ("model", "data", "limit", "val-split", "seed", "batch-size", "input", "freeze",
+FIXED = ("recipe", "model", "data", "limit", "val-split", "seed", "batch-size", "input", "freeze",
          "body-lr-scale", "weights")
 
 
 def train_options(args) -> tuple[dict, Path | None]:
-    """Recipe < the resumed run's config.toml < -c FILE < explicit flags; and the checkpoint."""
+    """The default recipe < the named recipe (--recipe) < the resumed run's config.toml < -c FILE
+    < explicit flags; and the checkpoint."""
     explicit = {k: getattr(args, a.dest) for k, a in args.actions.items()
                 if getattr(args, a.dest) is not None}
     config = read_config(args.config, args.actions) if args.config else {}
@@ -50,9 +59,12 @@ def train_options(args) -> tuple[dict, Path | None]:
             _check_resumed({**config, **explicit}, base)
         _check_folder({**config, **explicit}, checkpoint.parent)
         base["out"] = str(checkpoint.parent)
-    _switch_optimizer(explicit, base, config)
     chosen = {**config, **explicit}
-    opts = {**RECIPE, **base, **chosen}
+    named = chosen.get("recipe", base.get("recipe"))
+    recipe = recipe_options(named, args.actions) if named is not None else {}
+    _switch_optimizer(explicit.get("optimizer"), base, config)
+    _switch_optimizer(chosen.get("optimizer", base.get("optimizer")), recipe)
+    opts = {**RECIPE, **recipe, **base, **chosen}
     name = opts["optimizer"]
     if "momentum" in chosen and name not in WITH_MOMENTUM:
         raise UsageError(f"--momentum applies to {' and '.join(WITH_MOMENTUM)}, not {name}")
@@ -102,11 +114,22 @@ def _shown(value) -> str:
         value, float) else str(value)
 
 
-def _switch_optimizer(explicit: dict, *files: dict) -> None:
-    """A file's lr, momentum and weight decay were chosen for its optimizer: another one given
-    by --optimizer takes its own defaults (or flags), as `-c RUN/config.toml --optimizer adam`
-    means."""
-    named = explicit.get("optimizer")
+def recipe_options(name: str, actions: dict) -> dict:
+    """The options of the named recipe (RECIPES), read from the package's cli/recipes/NAME.toml
+    and checked like a -c FILE."""
+    if name not in RECIPES:  # a config file's or config.toml's value: flags are checked by argparse
+        raise UsageError(f"recipe {name!r} is not one of {', '.join(RECIPES)}")
+    with importlib.resources.as_file(
+            importlib.resources.files("cnnlab.cli") / "recipes" / f"{name}.toml") as path:
+        options = read_config(path, actions)
+    options.pop("recipe", None)
+    return options
+
+
+def _switch_optimizer(named: str | None, *files: dict) -> None:
+    """A file's lr, momentum and weight decay were chosen for its optimizer: another one named
+    above it (--optimizer, or -c FILE over a recipe) takes its own defaults (or flags), as
+    `-c RUN/config.toml --optimizer adam` means."""
     for options in files:
         if named is not None and options.get("optimizer", named) != named:
             for key in ("lr", "momentum", "weight-decay"):

@@ -39,7 +39,8 @@ class _BatchNorm(Layer):
         x̂ = (x − μ)/σ      y = γ·x̂ + β
         running_mean ← (1 − momentum)·running_mean + momentum·μ
         running_var  ← (1 − momentum)·running_var  + momentum·σ²·M/(M − 1)   (unbiased, as PyTorch)
-    Forward (inference): y = γ·(x − running_mean)/√(running_var + ε) + β; the buffers are untouched.
+    Forward (inference): y = γ·(x − running_mean)/√(running_var + ε) + β, computed as x·s + (β −
+    running_mean·s) with s = γ/√(running_var + ε); the buffers are untouched.
     Backward (after a training forward), sums per channel over its M values:
         dγ = Σ dy·x̂      dβ = Σ dy
         dx = (γ/σ)/M · (M·dy − Σ dy − x̂·Σ (dy·x̂))
@@ -117,14 +118,14 @@ class _BatchNorm(Layer):
         rows, restore = _channel_rows(x)  # (C, M): every channel's values in one row
         gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         if not training or self.frozen:
+            # y = x·s + (β − μ_r·s), s = γ/σ_r: two passes over each block of channels, in cache
             scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
-            mean, y = self.running_mean[:, None], np.empty_like(rows)
+            shift, y = beta - self.running_mean[:, None] * scale, np.empty_like(rows)
 
             def normalise(span):  # the channels lo:hi; cnnlab's threads split the channels
                 lo, hi = span
-                np.subtract(rows[lo:hi], mean[lo:hi], out=y[lo:hi])
-                y[lo:hi] *= scale[lo:hi]
-                y[lo:hi] += beta[lo:hi]
+                np.multiply(rows[lo:hi], scale[lo:hi], out=y[lo:hi])
+                y[lo:hi] += shift[lo:hi]
 
             threads.map_chunks(normalise, threads.row_spans(rows))
             if training:  # frozen: a fixed affine map, whose backward needs x
