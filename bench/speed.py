@@ -3,6 +3,8 @@ efficiency, peak memory.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/speed.py [--nets fmnist-cnn resnet8]
 
+The default networks are issue 19's four: fmnist-cnn, fmnist-cnn-bn, resnet8, resnet20.
+
 Each framework runs in its own subprocess (so peak memory is its own), on the same 2 threads,
 float32, batch 128, 28×28×1 input. The two processes live side by side and take turns (the one
 waiting sleeps): per round, 3 training steps of cnnlab then 3 of PyTorch, 15 rounds after 3
@@ -14,9 +16,10 @@ add over the model and batch (VmHWM during the steps − VmRSS before the first,
 allocator keeps between steps counts) and each process's peak RSS, with the same ratio (> 1:
 cnnlab uses more); per layer, forward and backward milliseconds of cnnlab and of PyTorch (each
 layer run alone on its input; Residual blocks opened, "(+)" rows being the block's own work);
-and each convolution's achieved GFLOP/s (whole layer forward, and its GEMM alone: the whole
-batch's columns, 2 BLAS threads) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in
-the same process just before.
+each convolution's speed against PyTorch's (forward + backward time, PyTorch's over cnnlab's) and
+its achieved GFLOP/s (whole layer forward, and its GEMM alone: the whole batch's columns, 2 BLAS
+threads) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same process just
+before; then how many of issue 19's per-layer targets hold (_layer_rows).
 """
 
 from __future__ import annotations
