@@ -118,7 +118,7 @@ class _BatchNorm(Layer):
         rows, restore = _channel_rows(x)  # (C, M): every channel's values in one row
         gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         if not training or self.frozen:
-            # y = x·s + (β − μ_r·s), s = γ/σ_r: two passes over each block of channels, in cache
+            # y = x·s + (β − μ_r·s), s = γ/σ_r: two passes over the values instead of three
             scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
             shift, y = beta - self.running_mean[:, None] * scale, np.empty_like(rows)
 
