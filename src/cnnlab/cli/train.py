@@ -59,10 +59,10 @@ def train_options(args) -> tuple[dict, Path | None]:
             _check_resumed({**config, **explicit}, base)
         _check_folder({**config, **explicit}, checkpoint.parent)
         base["out"] = str(checkpoint.parent)
+    _switch_optimizer(explicit.get("optimizer"), base, config)
     chosen = {**config, **explicit}
     named = chosen.get("recipe", base.get("recipe"))
     recipe = recipe_options(named, args.actions) if named is not None else {}
-    _switch_optimizer(explicit.get("optimizer"), base, config)
     _switch_optimizer(chosen.get("optimizer", base.get("optimizer")), recipe)
     opts = {**RECIPE, **recipe, **base, **chosen}
     name = opts["optimizer"]
