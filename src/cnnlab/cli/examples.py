@@ -22,9 +22,8 @@ testing unless it has train/ and test/ subfolders).
 
 Named recipes (--recipe NAME): fast and strong, TOML files of these options shipped with
 cnnlab: fmnist-cnn-bn on the full Fashion-MNIST (dataset-fashion-mnist), SGD lr 0.1 on a cosine
-schedule, label smoothing 0.1, flip TTA; fast trains 15 epochs with mirroring, strong 30 with
-mirroring and shifts (flip-crop). A -c FILE (it may name a recipe: recipe = "fast") and flags
-override the recipe's values.
+schedule, label smoothing 0.1, mirroring, flip TTA; fast trains 15 epochs, strong 30. A -c FILE
+(it may name a recipe: recipe = "fast") and flags override the recipe's values.
 
 Train, validation, test: --val-split (default 0.1) of the training images, stratified by class
 and drawn from the seed after --limit, is held out for validation (a folder's own val/ is used

@@ -34,7 +34,7 @@ SCHEDULES = ("constant", "cosine", "step", "onecycle")
 #: with the package; measured in the README ("Time to accuracy")
 RECIPES = {
     "fast": "fmnist-cnn-bn, 15 epochs on the full Fashion-MNIST, mirroring, flip TTA",
-    "strong": "fmnist-cnn-bn, 30 epochs on the full Fashion-MNIST, mirroring and shifts, flip TTA",
+    "strong": "fmnist-cnn-bn, 30 epochs on the full Fashion-MNIST, mirroring, flip TTA",
 }
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
