@@ -44,17 +44,24 @@ def limit_threads(n: int = THREADS):
         pass
 
 
+def median_seconds(fn, steps: int, warmup: int = 1) -> float:
+    """Median seconds of one call of fn after `warmup` calls: robust to the odd slow call of a
+    shared machine."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
 def sgemm_gflops(repeats: int = 5) -> float:
     """GFLOP/s of NumPy's float32 GEMM on 2048×2048 matrices: the median of `repeats` after one
     warm-up call (printed with every table: ratios depend on it)."""
     a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    a @ a
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - started)
-    return 2 * 2048**3 / float(np.median(times)) / 1e9
+    return 2 * 2048**3 / median_seconds(lambda: a @ a, repeats) / 1e9
 
 
 def peak_rss_mib() -> float:

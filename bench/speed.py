@@ -56,15 +56,8 @@ def _reset_peak() -> None:
 
 
 def _timed(fn, steps: int = STEPS) -> float:
-    """Median seconds of one call after warm-up: robust to the odd slow step of a shared machine."""
-    for _ in range(WARMUP):
-        fn()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median seconds of one call after WARMUP calls."""
+    return common.median_seconds(fn, steps, WARMUP)
 
 
 def serve(framework: str, net: str) -> None:

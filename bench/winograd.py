@@ -15,7 +15,6 @@ largest output. Not a test: numbers go in docs/performance.md.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +68,6 @@ def exact(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.einsum("nchwij,kcij->nkhw", windows, w.astype(np.float64), optimize=True)
 
 
-def _ms(fn, rounds: int = 9) -> float:
-    fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
-
-
 def main(batch: int = 128) -> None:
     common.limit_threads()
     print(f"BLAS: {common.blas_info()}   NumPy sgemm 2048×2048: {common.sgemm_gflops():.1f} GFLOP/s")
@@ -96,8 +85,8 @@ def main(batch: int = 128) -> None:
         wino_error = np.abs(forward(xc, u).transpose(1, 0, 2, 3) - reference).max() / scale
         direct_error = np.abs(conv.forward(x) - reference).max() / scale
         with threads.single_blas():
-            wino = _ms(lambda xc=xc, u=u: forward(xc, u))
-            direct = _ms(lambda conv=conv, x=x: conv.forward(x))
+            wino = 1e3 * common.median_seconds(lambda xc=xc, u=u: forward(xc, u), 9)
+            direct = 1e3 * common.median_seconds(lambda conv=conv, x=x: conv.forward(x), 9)
         print(f"{c:3d} → {k:3d} at {hw:2d}×{hw:<2d}  Winograd {wino:7.2f} ms  cnnlab {direct:7.2f} ms  "
               f"({direct / wino:.2f}×)   error {wino_error:.1e} (cnnlab {direct_error:.1e})")
 
