@@ -11,15 +11,17 @@ waiting sleeps): per round, 3 training steps of cnnlab then 3 of PyTorch, 15 rou
 warm-up steps each, then the same for inference. A round's figures are a few seconds apart, so
 the drift of a shared machine hits both; the ratio is taken per round and its median and range
 printed. Printed: images/s of a training step (forward, backward, SGD-with-momentum update) and
-of inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory training steps
-add over the model and batch (VmHWM during the steps − VmRSS before the first, so memory an
-allocator keeps between steps counts) and each process's peak RSS, with the same ratio (> 1:
-cnnlab uses more); per layer, forward and backward milliseconds of cnnlab and of PyTorch (each
-layer run alone on its input; Residual blocks opened, "(+)" rows being the block's own work);
-each convolution's speed against PyTorch's (forward + backward time, PyTorch's over cnnlab's) and
-its achieved GFLOP/s (whole layer forward, and its GEMM alone: the whole batch's columns, 2 BLAS
-threads) against the sgemm GFLOP/s NumPy reaches on a 2048² matrix in the same process just
-before; then how many of issue 19's per-layer targets hold (_layer_rows).
+of inference, and their ratio cnnlab/PyTorch (> 1: cnnlab faster); the peak memory training
+steps add over the model and batch (VmHWM during the steps − VmRSS before the first, so memory
+an allocator keeps between steps counts; one step on 2 images runs before, so code generated or
+loaded once per process, oneDNN's or Numba's, counts in peak RSS only) and each process's peak
+RSS, with the same ratio (> 1: cnnlab uses more); per layer, forward and backward milliseconds
+of cnnlab and of PyTorch (each layer run alone on its input; Residual blocks opened, "(+)" rows
+being the block's own work); each convolution's speed against PyTorch's (forward + backward
+time, PyTorch's over cnnlab's) and its achieved GFLOP/s (whole layer forward, and its GEMM
+alone: the whole batch's columns, 2 BLAS threads) against the sgemm GFLOP/s NumPy reaches on a
+2048² matrix in the same process just before; then how many of issue 19's per-layer targets hold
+(_layer_rows).
 """
 
 from __future__ import annotations
@@ -83,6 +85,10 @@ def serve(framework: str, net: str) -> None:
 
         def infer():
             model.forward(x)
+
+        def warm_up():
+            loss.forward(model.forward(x[:2], training=True), y[:2])
+            model.backward(loss.backward(), input_grad=False)
     else:
         import torch
 
@@ -100,6 +106,14 @@ def serve(framework: str, net: str) -> None:
             net_t.eval()
             with torch.no_grad():
                 net_t(xt)
+
+        def warm_up():
+            net_t.train()
+            torch.nn.functional.cross_entropy(net_t(xt[:2]), yt[:2]).backward()
+            opt_t.zero_grad()
+    # code a framework generates or loads once per process (oneDNN's kernels, Numba's compiled
+    # loops) counts in peak RSS, not in step memory: one step on 2 images before the baseline
+    warm_up()
     _reset_peak()
     base = _status("VmRSS")  # the model and the batch, before any step
     step_mib = 0.0

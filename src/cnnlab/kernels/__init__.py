@@ -12,6 +12,8 @@ strides. The layers (cnnlab.layers) are thin classes around them.
     depthwise.py  groups = C: tap-by-tap multiply-adds over padded phases (any window), and
                   the dispatch to depthwise_same.py, the same on the input's own memory when
                   the output is (H/S, W/S)
+    direct.py     the direct path: 3×3 stride-1 convolutions with padding 1 tap by tap in
+                  compiled loops (Numba), no column matrix (conv_forward_direct)
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path
@@ -26,8 +28,9 @@ a given thread count, and may differ in the last bits from one count to another.
 kernels split work over the threads too (2×2/2) but add nothing across it: the same bits on any
 count.
 
-The package may import NumPy and cnnlab.runtime.threads (and cnnlab.core, if ever needed);
-never the layers, io, train, data, viz or the CLI, which all build on the kernels.
+The package may import NumPy, Numba (direct.py only, on first use) and cnnlab.runtime.threads
+(and cnnlab.core, if ever needed); never the layers, io, train, data, viz or the CLI, which all
+build on the kernels.
 """
 
 from cnnlab.kernels.adaptive import (
@@ -45,6 +48,11 @@ from cnnlab.kernels.depthwise_same import (
     depthwise_backward_same,
     depthwise_forward_same,
     depthwise_same_applies,
+)
+from cnnlab.kernels.direct import (
+    conv_backward_direct,
+    conv_direct_applies,
+    conv_forward_direct,
 )
 from cnnlab.kernels.geometry import Padding, Pair, dilated, out_size, pad
 from cnnlab.kernels.plain import col2im, conv_backward_cols, conv_forward_cols, im2col
@@ -74,8 +82,9 @@ from cnnlab.kernels.wide import (
 
 __all__ = [
     "Padding", "Pair", "avgpool_backward", "avgpool_forward", "col2im", "col2im_same",
-    "conv_backward_cols", "conv_backward_same", "conv_backward_wide", "conv_forward_cols",
-    "conv_forward_same", "conv_forward_wide", "conv_same_applies", "conv_transpose_backward",
+    "conv_backward_cols", "conv_backward_direct", "conv_backward_same", "conv_backward_wide",
+    "conv_direct_applies", "conv_forward_cols", "conv_forward_direct", "conv_forward_same",
+    "conv_forward_wide", "conv_same_applies", "conv_transpose_backward",
     "conv_transpose_forward", "conv_wide_applies", "depthwise_backward",
     "depthwise_backward_padded", "depthwise_backward_same", "depthwise_forward",
     "depthwise_forward_padded", "depthwise_forward_same", "depthwise_same_applies", "dilated",

@@ -119,6 +119,8 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _path(self) -> str:
         """Which kernels run this layer, all computing the same sums (tested equal):
+        - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels (at least 4)
+          and 16 filters: kernels.conv_forward_direct, compiled loops with no column matrix.
         - "same": output (H/S, W/S), the size "same" padding gives, at least 4 input channels
           and not a strided 1×1 kernel (where plain im2col is one strided copy and was faster):
           kernels.conv_forward_same.
@@ -134,6 +136,9 @@ class Conv2D(WeightedMixin, WindowLayer):
             return "depthwise"
         if self.input_shape[0] < 4 or self.groups > 1 or self._dilation() != (1, 1):
             return "plain"
+        if (kernels.conv_direct_applies(kh, kw, stride, pad) and self.input_shape[0] <= 16
+                and self.filters <= 16):
+            return "direct"
         if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
                 kh * kw > 1 or stride == (1, 1)):
             return "same"
@@ -147,7 +152,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
         path = self._path()
-        if path == "same":
+        if path == "direct":
+            y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias)
+        elif path == "same":
             y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
         elif path == "wide":
             y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
@@ -177,7 +184,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
         flags = {"input_grad": input_grad, "bias_grad": self.bias is not None}
-        if path == "same":
+        if path == "direct":
+            dw, db, dx = kernels.conv_backward_direct(dy, saved, weight, **flags)
+        elif path == "same":
             dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, **flags)
         elif path == "wide":
             dw, db, dx = kernels.conv_backward_wide(dy, saved, weight, pad, **flags)

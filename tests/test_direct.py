@@ -1,0 +1,163 @@
+"""The direct path (cnnlab.kernels.direct, compiled by Numba) against the NumPy paths it stands
+in for: the same sums in float64 to rounding, in float32 within its stated tolerance, NaN and
+±inf where the NumPy path puts them, bit-identical repeats for a thread count, and the layers
+that take it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import cnnlab as cl
+from cnnlab import kernels
+from cnnlab.kernels import (
+    col2im,
+    conv_backward_direct,
+    conv_direct_applies,
+    conv_forward_direct,
+    direct,
+    im2col,
+)
+from cnnlab.runtime import threads
+from tests.gradcheck import check_layer
+
+PAD = ((1, 1), (1, 1))
+#: the float32 direct path against float64 sums: max |error| / max |value| (measured 1e-6 at
+#: 16 channels; the bound leaves room for 64 channels' longer sums)
+FLOAT32_TOLERANCE = 1e-5
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def n_threads(request):
+    before = threads.num_threads()
+    threads.set_num_threads(request.param)
+    yield request.param
+    threads.set_num_threads(before)
+
+
+def reference(x, weight, bias, dy):
+    """y, dW, db, dx by im2col and one GEMM (kernels.plain): the readable NumPy path."""
+    k = weight.shape[0]
+    cols = im2col(x, 3, 3, 1, PAD)
+    w_mat = weight.reshape(k, -1)
+    n, _, h, w = x.shape
+    y = (w_mat @ cols + bias[:, None]).reshape(k, n, h, w).transpose(1, 0, 2, 3)
+    dy_mat = dy.transpose(1, 0, 2, 3).reshape(k, -1)
+    dx = col2im(w_mat.T @ dy_mat, x.shape, 3, 3, 1, PAD)
+    return y, (dy_mat @ cols.T).reshape(weight.shape), dy_mat.sum(axis=1), dx
+
+
+@pytest.mark.parametrize("n, c, k, h, w", [
+    (1, 1, 1, 1, 1), (3, 5, 7, 6, 9), (2, 3, 1, 5, 4), (70, 4, 6, 8, 8), (4, 16, 16, 28, 28),
+    (2, 17, 2, 3, 11),
+])
+def test_direct_equals_im2col_and_col2im_in_float64(n, c, k, h, w, rng, n_threads):
+    x = rng.standard_normal((n, c, h, w))
+    weight = rng.standard_normal((k, c, 3, 3))
+    bias = rng.standard_normal(k)
+    y, x_pad = conv_forward_direct(x, weight, bias)
+    dy = rng.standard_normal(y.shape)
+    expected = reference(x, weight, bias, dy)
+    got = (y, *conv_backward_direct(dy, x_pad, weight))
+    for name, a, b in zip(("y", "dW", "db", "dx"), got, expected, strict=True):
+        assert a.shape == b.shape and a.dtype == np.float64, name
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=name)
+    no_dx = conv_backward_direct(dy, x_pad, weight, input_grad=False, bias_grad=False)
+    assert no_dx[1] is None and no_dx[2] is None
+    np.testing.assert_array_equal(no_dx[0], got[1])
+
+
+def test_direct_float32_error_against_float64_is_within_its_tolerance(rng):
+    x = rng.standard_normal((8, 64, 14, 14))
+    weight = rng.standard_normal((64, 64, 3, 3)) / 24
+    bias = rng.standard_normal(64)
+    dy = rng.standard_normal((8, 64, 14, 14))
+    exact = reference(x, weight, bias, dy)
+    y, x_pad = conv_forward_direct(x.astype(np.float32), weight.astype(np.float32),
+                                   bias.astype(np.float32))
+    got = (y, *conv_backward_direct(dy.astype(np.float32), x_pad, weight.astype(np.float32)))
+    for name, a, b in zip(("y", "dW", "db", "dx"), got, exact, strict=True):
+        assert a.dtype == np.float32, name
+        assert np.abs(a - b).max() / np.abs(b).max() <= FLOAT32_TOLERANCE, name
+
+
+def test_nan_and_inf_land_where_the_numpy_path_puts_them(rng):
+    x = rng.standard_normal((2, 4, 6, 6))
+    x[0, 1, 2, 3] = np.nan
+    x[1, 2, 0, 0] = np.inf
+    weight = np.abs(rng.standard_normal((4, 4, 3, 3)))  # positive: +inf stays +inf
+    y, _ = conv_forward_direct(x, weight, None)
+    with np.errstate(invalid="ignore"):
+        expected = (weight.reshape(4, -1) @ im2col(x, 3, 3, 1, PAD)).reshape(4, 2, 6, 6)
+    expected = expected.transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(y), np.isposinf(expected))
+    assert np.isnan(y).sum() == 4 * 9 and np.isposinf(y).sum() == 4 * 4
+
+
+def test_repeats_are_bit_identical_for_a_thread_count(rng, n_threads):
+    x = rng.standard_normal((64, 16, 12, 12)).astype(np.float32)
+    weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((64, 16, 12, 12)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        y, x_pad = conv_forward_direct(x, weight, None)
+        runs.append((y, *conv_backward_direct(dy, x_pad, weight, bias_grad=False)[::2]))
+    for a, b in zip(*runs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kh, stride, padding", [(3, 2, 1), (3, 1, 0), (3, 1, 2), (5, 1, 1),
+                                                  (3, 1, ((1, 0), (1, 1)))])
+def test_direct_refuses_other_windows(kh, stride, padding):
+    assert conv_direct_applies(3, 3, 1, 1)
+    assert not conv_direct_applies(kh, kh, stride, padding)
+
+
+def path_of(layer_args: dict, input_shape) -> str:
+    layer = cl.layers.Conv2D(**layer_args)
+    cl.Sequential([layer]).build(input_shape)
+    return layer._path()
+
+
+def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "direct"
+    assert path_of({"filters": 8, "kernel_size": 3, "padding": "same"}, (4, 9, 9)) == "direct"
+    assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (32, 14, 14)) == "same"
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (3, 28, 28)) == "plain"
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1, "dilation": 2},
+                   (16, 28, 28)) == "plain"
+    monkeypatch.setattr(direct, "HAVE_NUMBA", False)  # without Numba: the NumPy paths
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
+
+
+def test_a_direct_layer_matches_pytorch_and_its_numeric_gradients(rng):
+    layer = cl.layers.Conv2D(6, 3, padding=1)
+    model = cl.Sequential([layer])
+    model.build((5, 7, 6))
+    assert layer._path() == "direct"
+    x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
+    y = model.forward(x, training=True)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = model.backward(dy)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    wt = torch.from_numpy(layer.weight.data).requires_grad_(True)
+    bt = torch.from_numpy(layer.bias.data).requires_grad_(True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
+    yt.backward(torch.from_numpy(dy))
+    for a, b in ((y, yt), (dx, xt.grad), (layer.weight.grad, wt.grad), (layer.bias.grad, bt.grad)):
+        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_direct_layer_passes_the_numeric_gradient_check(rng):
+    x = rng.standard_normal((2, 4, 6, 5))
+    layer = cl.layers.Conv2D(5, 3, padding=1).build(x.shape[1:], rng=rng, dtype=np.float64)
+    layer.bias.data[...] = rng.standard_normal(5)
+    assert layer._path() == "direct"
+    check_layer(layer, x, rng)
+
+
+def test_the_direct_kernels_stay_behind_a_lazy_import():
+    assert "numba" not in kernels.__dict__ and "numba" not in direct.__dict__
