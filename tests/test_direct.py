@@ -5,12 +5,14 @@ that take it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
 import cnnlab as cl
-from cnnlab import kernels
 from cnnlab.kernels import (
     col2im,
     conv_backward_direct,
@@ -133,10 +135,11 @@ def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
 
 
-def test_a_direct_layer_matches_pytorch_and_its_numeric_gradients(rng):
+def test_a_direct_layer_matches_pytorch(rng):
     layer = cl.layers.Conv2D(6, 3, padding=1)
     model = cl.Sequential([layer])
     model.build((5, 7, 6))
+    layer.bias.data[...] = rng.standard_normal(6)
     assert layer._path() == "direct"
     x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
     y = model.forward(x, training=True)
@@ -159,5 +162,39 @@ def test_a_direct_layer_passes_the_numeric_gradient_check(rng):
     check_layer(layer, x, rng)
 
 
-def test_the_direct_kernels_stay_behind_a_lazy_import():
-    assert "numba" not in kernels.__dict__ and "numba" not in direct.__dict__
+def test_numba_is_imported_on_the_first_direct_convolution_only():
+    script = """
+import sys
+import numpy as np
+import cnnlab as cl
+model = cl.zoo.get("fmnist-cnn")  # 1 and 32 input channels: no direct path
+model.forward(np.zeros((2, 1, 28, 28), np.float32))
+before = "numba" in sys.modules
+model = cl.zoo.get("resnet8")  # its first stage takes the direct path
+model.forward(np.zeros((2, 1, 28, 28), np.float32))
+print(before, "numba" in sys.modules)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert run.stdout.split() == ["False", "True"]
+
+
+def test_without_a_writable_cache_folder_the_loops_compile_in_the_process(monkeypatch, rng):
+    import numba
+
+    plain_njit = numba.njit
+
+    def njit(**options):
+        if options.get("cache"):
+            raise RuntimeError("cannot cache function 'correlate3x3': no locator available")
+        return plain_njit(**options)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    correlate, weight_grad = direct.loops.__wrapped__()
+    x = rng.standard_normal((3, 40))
+    w = rng.standard_normal((2, 3, 3, 3))
+    out = np.empty((2, 20))
+    correlate(x, w, out, 0, 20, 6)
+    expected = [sum(w[k, c, u, v] * x[c, p + 6 * u + v] for c in range(3) for u in range(3)
+                    for v in range(3)) for k in range(2) for p in range(20)]
+    np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-12)

@@ -12,7 +12,8 @@ are junk (windows over the padding) and are dropped, as on the wide path.
     dx           dx_wide[c, p] = Σ_k Σ_{u,v} w[k, c, 2 − u, 2 − v] · dy_pad[k, p + u·Wp + v]
                  (the same loop on dy padded by 1 like x, the kernel flipped, K and C swapped)
     dW           dW[k, c, u, v] = Σ_p dy_pad[k, p + Wp + 1] · x_pad[c, p + u·Wp + v]
-                 (dy_pad is zero on the padding, so the junk positions add nothing)
+                 (dy_pad is zero on the padding, so the junk positions add nothing; an
+                 infinite input adds NaN there, not ±inf, as on the wide path)
 
 The loops run on NumPy arrays, compiled once by Numba (nogil, cached on disk), called from
 cnnlab's threads one chunk each (cnnlab.runtime.threads.map_chunks): the chunks' weight
@@ -50,11 +51,16 @@ CHUNK_VALUES = 1 << 18
 @functools.cache
 def loops():
     """The compiled loops (correlate3x3, weight_grad3x3): Numba imported, and the loops compiled
-    or loaded from its disk cache, on the first call."""
+    or loaded from its disk cache, on the first call. Where Numba finds no folder it may write
+    its cache to (a read-only install and home), they are compiled in each process instead."""
     import numba
 
-    jit = numba.njit(nogil=True, fastmath=FASTMATH, cache=True)
-    return jit(correlate3x3), jit(weight_grad3x3)
+    try:
+        jit = numba.njit(nogil=True, fastmath=FASTMATH, cache=True)
+        return jit(correlate3x3), jit(weight_grad3x3)
+    except RuntimeError:  # Numba's "cannot cache function ...: no locator available"
+        jit = numba.njit(nogil=True, fastmath=FASTMATH)
+        return jit(correlate3x3), jit(weight_grad3x3)
 
 
 def conv_direct_applies(kh: int, kw: int, stride, padding) -> bool:
