@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded RNG, PyTorch as the reference, and a record of parity errors."""
+"""Shared fixtures: a seeded RNG, cnnlab's thread count at 1 and 2, PyTorch as the reference, and
+a record of parity errors."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import numpy as np
 import pytest
 
+from cnnlab.runtime import threads
+
 #: largest relative parity error seen per test, printed at the end of the run
 PARITY_ERRORS: dict[str, float] = {}
 
@@ -14,6 +17,15 @@ PARITY_ERRORS: dict[str, float] = {}
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
+def n_threads(request):
+    """cnnlab's thread count set to 1, then 2, for one test; restored after."""
+    before = threads.num_threads()
+    threads.set_num_threads(request.param)
+    yield request.param
+    threads.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,6 @@ from cnnlab.kernels import (
     out_size,
 )
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
-from cnnlab.runtime import threads
 
 WINDOWS = [(3, 3, 1, 0), (3, 3, 2, 1), (2, 2, 2, 0), (5, 5, 3, 2), (2, 3, 1, 1), (1, 1, 2, 0)]
 
@@ -300,14 +299,6 @@ def test_same_col2im_refuses_an_out_whose_planes_it_cannot_add_into(rng):
 
 
 # ------------------------------------------------- the chunks and the shared backward skeleton
-@pytest.fixture(params=[1, 2], ids=["1 thread", "2 threads"])
-def n_threads(request):
-    before = threads.num_threads()
-    threads.set_num_threads(request.param)
-    yield request.param
-    threads.set_num_threads(before)
-
-
 def test_spans_cut_the_batch_into_equal_chunks_a_multiple_of_the_threads(n_threads):
     assert _spans(128, 37) == [(0, 32), (32, 64), (64, 96), (96, 128)]  # not 37, 37, 37, 17
     assert _spans(128, 50) == ([(0, 32), (32, 64), (64, 96), (96, 128)] if n_threads == 2 else

@@ -124,13 +124,22 @@ def model_has_weights(layer) -> bool:
     return isinstance(layer, cl.Conv2D | cl.Dense)
 
 
-def test_conv_chunks_are_reproducible_for_a_thread_count(rng, two_threads):
+def same_path(x, w, dy):
+    k, pad = w.shape[0], ((1, 1), (1, 1))
+    y, xc = kernels.conv_forward_same(x, w.reshape(k, -1), None, 3, 3, 1, pad)
+    return (y, *kernels.conv_backward_same(dy, xc, w, 1, pad))
+
+
+def direct_path(x, w, dy):
+    y, xp = kernels.conv_forward_direct(x, w, None)
+    return (y, *kernels.conv_backward_direct(dy, xp, w))
+
+
+@pytest.mark.parametrize("path, k", [(same_path, 32), (direct_path, 16)])
+def test_conv_chunks_are_reproducible_for_a_thread_count(path, k, rng, n_threads):
     x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
-    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
-    dy = rng.standard_normal((64, 32, 14, 14)).astype(np.float32)
-    runs = []
-    for _ in range(2):
-        y, xc = kernels.conv_forward_same(x, w.reshape(32, -1), None, 3, 3, 1, ((1, 1), (1, 1)))
-        runs.append((y, *kernels.conv_backward_same(dy, xc, w, 1, ((1, 1), (1, 1)))))
+    w = rng.standard_normal((k, 16, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((64, k, 14, 14)).astype(np.float32)
+    runs = [path(x, w, dy) for _ in range(2)]
     for a, b in zip(*runs, strict=True):
         np.testing.assert_array_equal(a, b)
