@@ -118,18 +118,24 @@ def step():
     loss.forward(model.forward(x, training=True), y)
     model.backward(loss.backward(), input_grad=False)
     opt.step()
-step(); step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+for _ in range(4):
     step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3)
+faults = []
+for _ in range(5):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[2])
 """
 
 
 @pytest.mark.skipif(not GLIBC, reason="the policy exists for glibc's malloc only")
 def test_a_training_step_reuses_its_memory():
     # ResNet-8, batch 128: about 16,000 page faults a step with glibc's defaults (measured),
-    # about 0 with the policy that cnnlab's entry points apply
+    # 2-4 with the policy that cnnlab's entry points apply. The median of 5 steps after 4:
+    # since the direct convolution keeps a padded copy of its input, a step now and then
+    # faults in a few hundred pages more (measured: 6 of 36 steps after the first two, 85-765
+    # pages), which a mean of 3 steps after 2 let through
     env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_MEMORY"}
     out = subprocess.run([sys.executable, "-c", STEPS], capture_output=True, text=True,
                          check=True, env=env)
