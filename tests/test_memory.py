@@ -133,7 +133,7 @@ print(sorted(faults)[2])
 def test_a_training_step_reuses_its_memory():
     # ResNet-8, batch 128: about 16,000 page faults a step with glibc's defaults (measured),
     # 2-4 with the policy that cnnlab's entry points apply. The median of 5 steps after 4:
-    # since the direct convolution keeps a padded copy of its input, a step now and then
+    # since the direct convolution landed (the cause is not pinned down), a step now and then
     # faults in a few hundred pages more (measured: 6 of 36 steps after the first two, 85-765
     # pages), which a mean of 3 steps after 2 let through
     env = {k: v for k, v in os.environ.items() if k != "CNNLAB_KEEP_MEMORY"}
