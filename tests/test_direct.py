@@ -1,7 +1,7 @@
 """The direct path (cnnlab.kernels.direct, compiled by Numba) against the NumPy paths it stands
 in for: the same sums in float64 to rounding, in float32 within its stated tolerance, NaN and
-±inf where the NumPy path puts them, bit-identical repeats for a thread count, and the layers
-that take it."""
+±inf where the NumPy path puts them, the layers that take it, and Numba imported only then
+(bit-identical repeats for a thread count: tests/test_threads.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 import cnnlab as cl
 from cnnlab.kernels import (
@@ -114,7 +113,7 @@ def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
 
 
-def test_a_direct_layer_matches_pytorch(rng):
+def test_a_direct_layer_matches_pytorch(rng, torch):
     layer = cl.layers.Conv2D(6, 3, padding=1)
     model = cl.Sequential([layer])
     model.build((5, 7, 6))
