@@ -32,6 +32,7 @@ import numpy as np
 
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import _pairs
+from cnnlab.kernels.wide import fill_wide_planes
 from cnnlab.runtime.threads import map_chunks
 
 #: Numba is a default dependency, imported on the first direct convolution only: importing it
@@ -46,6 +47,9 @@ FASTMATH = {"reassoc", "contract", "nsz"}
 #: chunk's working set stays in L2 (bench/direct.py --chunk: of 2¹⁶, 2¹⁸ and 2²⁰, 2¹⁸ was the
 #: fastest or within 3% on the layers that take the path, but for 56×56 maps)
 CHUNK_VALUES = 1 << 18
+
+#: the padding the path computes: 1 on every side
+PAD = ((1, 1), (1, 1))
 
 
 @functools.cache
@@ -67,7 +71,7 @@ def conv_direct_applies(kh: int, kw: int, stride, padding) -> bool:
     """The direct path's conditions: Numba installed, a 3×3 kernel, stride 1, padding 1 on
     every side (the layer checks groups and dilation)."""
     (sh, sw), pad = _pairs(stride, padding)
-    return HAVE_NUMBA and (kh, kw) == (3, 3) and (sh, sw) == (1, 1) and pad == ((1, 1), (1, 1))
+    return HAVE_NUMBA and (kh, kw) == (3, 3) and (sh, sw) == (1, 1) and pad == PAD
 
 
 def correlate3x3(xs, w, out, start, count, wp):
@@ -144,18 +148,6 @@ def _even(w: np.ndarray, dtype) -> np.ndarray:
     return np.concatenate([w, np.zeros((1, *w.shape[1:]), w.dtype)]).astype(dtype, copy=False)
 
 
-def _pad_into(xp: np.ndarray, x: np.ndarray, n0: int, n1: int) -> None:
-    """Samples n0:n1 of x (N, C, H, W) into xp, (C, N, H + 3, W + 2) memory (wide_planes with
-    padding 1): zeros around, on the chunk's own thread."""
-    h, w = x.shape[2:]
-    part = xp[:, n0:n1]
-    part[:, :, 0] = 0
-    part[:, :, h + 1:] = 0
-    part[:, :, 1:h + 1, 0] = 0
-    part[:, :, 1:h + 1, w + 1] = 0
-    part[:, :, 1:h + 1, 1:w + 1] = x[n0:n1].transpose(1, 0, 2, 3)
-
-
 def conv_forward_direct(x: np.ndarray, weight: np.ndarray,
                         bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """y = x ⋆ weight + bias for a 3×3 kernel, stride 1, padding 1 (conv_direct_applies).
@@ -174,7 +166,7 @@ def conv_forward_direct(x: np.ndarray, weight: np.ndarray,
     def chunk(span):
         n0, n1 = span
         m = n1 - n0
-        _pad_into(xp, x, n0, n1)
+        fill_wide_planes(xp, x, PAD, n0, n1)
         out = np.empty((wt.shape[0], m * plane), x.dtype)
         correlate(xs, wt, out, n0 * plane, m * plane - 2 * wp - 2, wp)
         wide = out[:k].reshape(k, m, hp, wp)[:, :, :h, :w]
@@ -197,7 +189,8 @@ def conv_backward_direct(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray,
     _, _, hp, wp = xp.shape
     plane = hp * wp
     xs = xp.reshape(c, n * plane)
-    flipped = _even(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dy.dtype)
+    flipped = (_even(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dy.dtype) if input_grad
+               else None)
     correlate, weight_grad = loops()
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
 
@@ -205,7 +198,7 @@ def conv_backward_direct(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray,
         n0, n1 = span
         m = n1 - n0
         dyp = np.empty((k, m, hp, wp), dy.dtype)
-        _pad_into(dyp, dy_chunk.transpose(1, 0, 2, 3), 0, m)
+        fill_wide_planes(dyp, dy_chunk.transpose(1, 0, 2, 3), PAD)
         dys = dyp.reshape(k, m * plane)
         count = m * plane - 2 * wp - 2
         dw_part = np.empty((k, c, 3, 3), dy.dtype)

@@ -41,12 +41,23 @@ def wide_planes(x: np.ndarray, padding: Padding) -> np.ndarray:
     (pt, pb), (pl, pr) = padding
     n, c, h, w = x.shape
     xp = np.empty((c, n, h + pt + pb + 1, w + pl + pr), x.dtype)
-    xp[:, :, :pt] = 0
-    xp[:, :, pt + h :] = 0
-    xp[:, :, pt : pt + h, :pl] = 0
-    xp[:, :, pt : pt + h, pl + w :] = 0
-    xp[:, :, pt : pt + h, pl : pl + w] = x.transpose(1, 0, 2, 3)
+    fill_wide_planes(xp, x, padding)
     return xp
+
+
+def fill_wide_planes(xp: np.ndarray, x: np.ndarray, padding: Padding, n0: int = 0,
+                     n1: int | None = None) -> None:
+    """Samples n0:n1 of x (N, C, H, W) into their planes of xp, wide_planes memory (C, N, Hp + 1,
+    Wp): the values inside, zeros around. The direct path fills its chunks this way, each on its
+    own thread."""
+    (pt, _), (pl, _) = padding
+    h, w = x.shape[2:]
+    part = xp[:, n0:n1]
+    part[:, :, :pt] = 0
+    part[:, :, pt + h :] = 0
+    part[:, :, pt : pt + h, :pl] = 0
+    part[:, :, pt : pt + h, pl + w :] = 0
+    part[:, :, pt : pt + h, pl : pl + w] = x[n0:n1].transpose(1, 0, 2, 3)
 
 
 def im2col_wide(xp: np.ndarray, kh: int, kw: int, h_out: int, n0: int = 0,
