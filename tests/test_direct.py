@@ -14,6 +14,7 @@ import pytest
 import cnnlab as cl
 from cnnlab.kernels import (
     col2im,
+    compiled,
     conv_backward_direct,
     conv_direct_applies,
     conv_forward_direct,
@@ -104,12 +105,13 @@ def path_of(layer_args: dict, input_shape) -> str:
 def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "direct"
     assert path_of({"filters": 8, "kernel_size": 3, "padding": "same"}, (4, 9, 9)) == "direct"
-    assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
-    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (32, 14, 14)) == "same"
+    # more than 16 filters or channels: Winograd from 16 channels (tests/test_winograd.py)
+    assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "winograd"
+    assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (8, 28, 28)) == "same"
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (3, 28, 28)) == "plain"
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1, "dilation": 2},
                    (16, 28, 28)) == "plain"
-    monkeypatch.setattr(direct, "HAVE_NUMBA", False)  # without Numba: the NumPy paths
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", False)  # without Numba: the NumPy paths
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
 
 
@@ -140,12 +142,13 @@ def test_a_direct_layer_passes_the_numeric_gradient_check(rng):
     check_layer(layer, x, rng)
 
 
-def test_numba_is_imported_on_the_first_direct_convolution_only():
+def test_numba_is_imported_on_the_first_compiled_convolution_only():
     script = """
 import sys
 import numpy as np
 import cnnlab as cl
-model = cl.zoo.get("fmnist-cnn")  # 1 and 32 input channels: no direct path
+model = cl.Sequential([cl.Conv2D(8, 3, padding=1), cl.ReLU(), cl.Conv2D(8, 3, padding=2)])
+model.build((1, 28, 28))  # 1 input channel, then padding 2: no compiled path
 model.forward(np.zeros((2, 1, 28, 28), np.float32))
 before = "numba" in sys.modules
 model = cl.zoo.get("resnet8")  # its first stage takes the direct path

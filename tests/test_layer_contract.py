@@ -22,9 +22,11 @@ CASES = [
     (lambda: cl.Conv2D(2, 2, bias=False), (1, 5, 5)),
     (lambda: cl.Conv2D(2, 3, stride=2, fit="floor"), (2, 8, 8)),
     # ≥ 4 channels, stride 1: 3×3 with padding 1 on at most 16 channels and filters takes
-    # kernels.conv_forward_direct, other "same" padding kernels.conv_forward_same, other padding
-    # with output rows ≥ 24 kernels.conv_forward_wide (Conv2D._path)
+    # kernels.conv_forward_direct, on ≥ 16 channels and maps ≥ 8×8 kernels.conv_forward_winograd,
+    # other "same" padding kernels.conv_forward_same, other padding with output rows ≥ 24
+    # kernels.conv_forward_wide (Conv2D._path)
     (lambda: cl.Conv2D(3, 3, padding=1), (4, 3, 24)),
+    (lambda: cl.Conv2D(3, 3, padding=1), (17, 8, 9)),
     (lambda: cl.Conv2D(17, 3, padding=1), (4, 3, 5)),
     (lambda: cl.Conv2D(2, 4, padding="same", bias=False), (4, 2, 25)),
     (lambda: cl.Conv2D(3, 3, padding=(1, 2)), (4, 3, 24)),

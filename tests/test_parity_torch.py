@@ -151,8 +151,10 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     # 3×3, stride 1, padding 1, 4 to 16 channels (3 filters): kernels.conv_forward_direct
     (4, 3, 1, 1, (24, 26), "direct"), (5, 3, 1, "same", (25, 24), "direct"),
     (4, 3, 1, 1, (7, 5), "direct"), (16, 3, 1, 1, (1, 1), "direct"),
+    # the same window on ≥ 16 channels (more than 16), maps ≥ 8×8: kernels.conv_forward_winograd
+    (17, 3, 1, 1, (9, 8), "winograd"), (20, 3, 1, "same", (12, 11), "winograd"),
     # "same" padding, ≥ 4 channels: kernels.conv_forward_same, on any map size
-    (17, 3, 1, 1, (9, 8), "same"), (4, 4, 1, "same", (24, 27), "same"),
+    (17, 3, 1, 1, (7, 7), "same"), (4, 4, 1, "same", (24, 27), "same"),
     (6, 1, 1, 0, (24, 24), "same"), (4, (2, 5), 1, "same", (3, 6), "same"),
     (5, 5, 1, 2, (1, 2), "same"),
     # other stride-1 padding, ≥ 4 channels, output rows ≥ 24: kernels.conv_forward_wide

@@ -135,7 +135,12 @@ def direct_path(x, w, dy):
     return (y, *kernels.conv_backward_direct(dy, xp, w))
 
 
-@pytest.mark.parametrize("path, k", [(same_path, 32), (direct_path, 16)])
+def winograd_path(x, w, dy):
+    y, xc = kernels.conv_forward_winograd(x, w, None)
+    return (y, *kernels.conv_backward_winograd(dy, xc, w))
+
+
+@pytest.mark.parametrize("path, k", [(same_path, 32), (direct_path, 16), (winograd_path, 32)])
 def test_conv_chunks_are_reproducible_for_a_thread_count(path, k, rng, n_threads):
     x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((k, 16, 3, 3)).astype(np.float32)

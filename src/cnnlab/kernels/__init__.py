@@ -14,6 +14,10 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   the output is (H/S, W/S)
     direct.py     the direct path: 3×3 stride-1 convolutions with padding 1 tap by tap in
                   compiled loops (Numba), no column matrix (conv_forward_direct)
+    winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
+                  transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
+    compiled.py   Numba found, its flags, and the compilation of the loops direct.py and
+                  winograd.py run
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path
@@ -28,7 +32,7 @@ a given thread count, and may differ in the last bits from one count to another.
 kernels split work over the threads too (2×2/2) but add nothing across it: the same bits on any
 count.
 
-The package may import NumPy, Numba (direct.py only, on first use) and cnnlab.runtime.threads
+The package may import NumPy, Numba (compiled.py only, on first use) and cnnlab.runtime.threads
 (and cnnlab.core, if ever needed); never the layers, io, train, data, viz or the CLI, which all
 build on the kernels.
 """
@@ -79,6 +83,11 @@ from cnnlab.kernels.wide import (
     im2col_wide,
     wide_planes,
 )
+from cnnlab.kernels.winograd import (
+    conv_backward_winograd,
+    conv_forward_winograd,
+    conv_winograd_applies,
+)
 
 __all__ = [
     "Padding", "Pair", "avgpool_backward", "avgpool_forward", "col2im", "col2im_same",
@@ -94,4 +103,6 @@ __all__ = [
     # issue 20: adaptive average pooling, average pooling without the padding in the mean
     "adaptive_avgpool_backward", "adaptive_avgpool_forward", "adaptive_windows",
     "avgpool_counts",
+    # issue 19: the Winograd path
+    "conv_backward_winograd", "conv_forward_winograd", "conv_winograd_applies",
 ]

@@ -26,22 +26,14 @@ difference. Without Numba the layers take the NumPy paths (conv_direct_applies i
 from __future__ import annotations
 
 import functools
-import importlib.util
 
 import numpy as np
 
+from cnnlab.kernels import compiled
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import _pairs
 from cnnlab.kernels.wide import fill_wide_planes
 from cnnlab.runtime.threads import map_chunks
-
-#: Numba is a default dependency, imported on the first direct convolution only: importing it
-#: costs about 0.2 s and 60 MB, which `import cnnlab` and the CLI's --help should not pay
-HAVE_NUMBA = importlib.util.find_spec("numba") is not None
-
-#: the fast-math flags the loops may use: reassociation (to vectorize sums), fused
-#: multiply-adds, no signed zeros; never "no NaN/inf", so NaN and ±inf propagate as in NumPy
-FASTMATH = {"reassoc", "contract", "nsz"}
 
 #: input plus output values a chunk holds (samples × planes), about 1 MiB of float32, so a
 #: chunk's working set stays in L2 (bench/direct.py --chunk: of 2¹⁶, 2¹⁸ and 2²⁰, 2¹⁸ was the
@@ -55,23 +47,15 @@ PAD = ((1, 1), (1, 1))
 @functools.cache
 def loops():
     """The compiled loops (correlate3x3, weight_grad3x3): Numba imported, and the loops compiled
-    or loaded from its disk cache, on the first call. Where Numba finds no folder it may write
-    its cache to (a read-only install and home), they are compiled in each process instead."""
-    import numba
-
-    try:
-        jit = numba.njit(nogil=True, fastmath=FASTMATH, cache=True)
-        return jit(correlate3x3), jit(weight_grad3x3)
-    except RuntimeError:  # Numba's "cannot cache function ...: no locator available"
-        jit = numba.njit(nogil=True, fastmath=FASTMATH)
-        return jit(correlate3x3), jit(weight_grad3x3)
+    or loaded from its disk cache, on the first call (kernels.compiled.compile_loops)."""
+    return compiled.compile_loops(correlate3x3, weight_grad3x3)
 
 
 def conv_direct_applies(kh: int, kw: int, stride, padding) -> bool:
     """The direct path's conditions: Numba installed, a 3×3 kernel, stride 1, padding 1 on
     every side (the layer checks groups and dilation)."""
     (sh, sw), pad = _pairs(stride, padding)
-    return HAVE_NUMBA and (kh, kw) == (3, 3) and (sh, sw) == (1, 1) and pad == PAD
+    return compiled.HAVE_NUMBA and (kh, kw) == (3, 3) and (sh, sw) == (1, 1) and pad == PAD
 
 
 def correlate3x3(xs, w, out, start, count, wp):

@@ -11,6 +11,12 @@ from cnnlab.layers._window import WeightedMixin, WindowLayer, _single, positive_
 from cnnlab.shapes import param_formula
 
 
+def _tiles_fit(h: int, w: int) -> bool:
+    """Winograd's 2×2 tiles pay on maps of at least 8×8 whose tiles are at least 80% inside
+    (bench/direct.py: on 7×7, 49 of 64 tile outputs, the "same" path was faster)."""
+    return min(h, w) >= 8 and h * w >= 0.8 * (4 * (-(-h // 2)) * (-(-w // 2)))
+
+
 class Conv2D(WeightedMixin, WindowLayer):
     """2-D convolution (cross-correlation) as one GEMM on im2col rows.
 
@@ -22,7 +28,8 @@ class Conv2D(WeightedMixin, WindowLayer):
         dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
     The kernels compute these sums on the batch in cache-sized chunks, split over cnnlab's
     threads (see _path): thin 3×3 layers (at most 16 channels and filters, stride 1, padding 1)
-    tap by tap in compiled loops without columns (kernels.conv_forward_direct), layers whose
+    tap by tap in compiled loops without columns (kernels.conv_forward_direct), wider ones on
+    maps of 8×8 or more by Winograd F(2×2, 3×3) (kernels.conv_forward_winograd), layers whose
     output is (H/S, W/S) by kernels.conv_forward_same (im2col and col2im as one shifted run per
     channel and kernel offset), other stride-1 layers on large maps by
     kernels.conv_forward_wide, the rest by plain im2col (kernels.conv_forward_cols).
@@ -123,6 +130,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         """Which kernels run this layer, all computing the same sums (tested equal):
         - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels (at least 4)
           and 16 filters: kernels.conv_forward_direct, compiled loops with no column matrix.
+        - "winograd": the same window, at least 16 input channels (and more than 16 of either),
+          a map of at least 8×8 that whole 2×2 tiles cover to 80% or more (not 7×7):
+          kernels.conv_forward_winograd, F(2×2, 3×3), 16 products in the BLAS.
         - "same": output (H/S, W/S), the size "same" padding gives, at least 4 input channels
           and not a strided 1×1 kernel (where plain im2col is one strided copy and was faster):
           kernels.conv_forward_same.
@@ -141,6 +151,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         if (kernels.conv_direct_applies(kh, kw, stride, pad) and self.input_shape[0] <= 16
                 and self.filters <= 16):
             return "direct"
+        if kernels.conv_winograd_applies(kh, kw, stride, pad) and self.input_shape[0] >= 16 \
+                and _tiles_fit(self.win.h.size, self.win.w.size):
+            return "winograd"
         if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
                 kh * kw > 1 or stride == (1, 1)):
             return "same"
@@ -156,6 +169,8 @@ class Conv2D(WeightedMixin, WindowLayer):
         path = self._path()
         if path == "direct":
             y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias)
+        elif path == "winograd":
+            y, saved = kernels.conv_forward_winograd(self._to_2d(x), self.weight.data, bias)
         elif path == "same":
             y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
         elif path == "wide":
@@ -188,6 +203,8 @@ class Conv2D(WeightedMixin, WindowLayer):
         flags = {"input_grad": input_grad, "bias_grad": self.bias is not None}
         if path == "direct":
             dw, db, dx = kernels.conv_backward_direct(dy, saved, weight, **flags)
+        elif path == "winograd":
+            dw, db, dx = kernels.conv_backward_winograd(dy, saved, weight, **flags)
         elif path == "same":
             dw, db, dx = kernels.conv_backward_same(dy, saved, weight, stride, pad, **flags)
         elif path == "wide":
