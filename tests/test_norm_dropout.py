@@ -270,3 +270,35 @@ def test_dropout_config_and_arithmetic():
     assert layer.config() == {"rate": 0.25} and repr(layer) == "Dropout(rate=0.25)"
     assert layer.arithmetic((10,)) == "drop with p = 0.25, keep ×1/(1 − 0.25) = 1.33 (training only)"
     assert layer.parameters() == {} and layer.output_shape((3, 4, 4)) == (3, 4, 4)
+
+
+def _bn_step(x, dy, compiled_on: bool, monkeypatch):
+    from cnnlab.kernels import compiled
+
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", compiled_on)
+    bn = cl.BatchNorm2D(momentum=0.2).build(x.shape[1:], dtype=x.dtype)
+    bn.weight.data[...] = np.linspace(-1.5, 2, x.shape[1])
+    bn.bias.data[...] = np.linspace(0.5, -1, x.shape[1])
+    y = bn.forward(x, training=True)
+    dx = bn.backward(dy)
+    return y, dx, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-5)])
+def test_the_compiled_batchnorm_passes_equal_the_numpy_expressions(dtype, tol, rng, n_threads,
+                                                                   monkeypatch):
+    """kernels.batchnorm (float64 sums, three passes forward and two backward) against the
+    NumPy expressions of BatchNorm2D, which stay the readable reference; per channel, so the
+    same bits on any thread count."""
+    x = (rng.standard_normal((6, 5, 7, 3)) * 4 + 3).astype(dtype)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    ours = _bn_step(x, dy, True, monkeypatch)
+    reference = _bn_step(x, dy, False, monkeypatch)
+    for name, a, b in zip(("y", "dx", "dγ", "dβ", "running_mean", "running_var"), ours, reference,
+                          strict=True):
+        assert a.dtype == dtype, name
+        assert np.abs(a - b).max() <= tol * np.abs(b).max(), name
+    one_thread = [a.copy() for a in ours]
+    cl.runtime.threads.set_num_threads(3 - n_threads)
+    for a, b in zip(_bn_step(x, dy, True, monkeypatch), one_thread, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -16,6 +16,7 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   compiled loops (Numba), no column matrix (conv_forward_direct)
     winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
+    batchnorm.py  batch normalisation's training passes over channel rows, compiled (Numba)
     compiled.py   Numba found, its flags, and the compilation of the loops direct.py and
                   winograd.py run
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
@@ -37,11 +38,13 @@ The package may import NumPy, Numba (compiled.py only, on first use) and cnnlab.
 build on the kernels.
 """
 
+from cnnlab.kernels import batchnorm
 from cnnlab.kernels.adaptive import (
     adaptive_avgpool_backward,
     adaptive_avgpool_forward,
     adaptive_windows,
 )
+from cnnlab.kernels.batchnorm import batchnorm_compiled
 from cnnlab.kernels.depthwise import (
     depthwise_backward,
     depthwise_backward_padded,
@@ -105,4 +108,5 @@ __all__ = [
     "avgpool_counts",
     # issue 19: the Winograd path
     "conv_backward_winograd", "conv_forward_winograd", "conv_winograd_applies",
+    "batchnorm", "batchnorm_compiled",
 ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import kernels
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.runtime import threads
 
@@ -142,6 +143,14 @@ class _BatchNorm(Layer):
                 "batch of 2 or more samples, or forward(x, training=False) for inference."
             )
         x_hat, y = np.empty_like(rows), np.empty_like(rows)
+        if kernels.batchnorm_compiled():  # the same sums in three compiled passes
+            stats = np.empty((rows.shape[0], 3), rows.dtype)
+            forward = kernels.batchnorm.loops()[0]
+            threads.map_chunks(lambda span: forward(rows, gamma[:, 0], beta[:, 0], self.eps, *span,
+                                                    x_hat, y, stats), threads.row_spans(rows))
+            self._update_running(stats[:, 0], stats[:, 1], m)
+            self._cache = (x_hat, stats[:, 2:], restore, m)
+            return restore(y)
         mean, var, inv_std = (np.empty((rows.shape[0], 1), rows.dtype) for _ in range(3))
 
         def channels(span):  # the channels lo:hi; cnnlab's threads split the channels
@@ -198,6 +207,13 @@ class _BatchNorm(Layer):
         dbeta = np.empty(x_hat.shape[0], dy_rows.dtype)
         dgamma = np.empty(x_hat.shape[0], np.result_type(dy_rows, x_hat))
         dx = np.empty(x_hat.shape, np.result_type(dy_rows, x_hat))
+        if kernels.batchnorm_compiled() and dy_rows.dtype == x_hat.dtype:  # two compiled passes
+            backward = kernels.batchnorm.loops()[1]
+            scale = (self.weight.data * inv_std[:, 0]).astype(x_hat.dtype)
+            threads.map_chunks(lambda span: backward(dy_rows, x_hat, scale, *span, dx, dgamma,
+                                                     dbeta), threads.row_spans(x_hat))
+            self.weight.grad, self.bias.grad = dgamma, dbeta
+            return restore(dx)
 
         def channels(span):
             lo, hi = span

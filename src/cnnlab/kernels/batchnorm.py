@@ -1,0 +1,78 @@
+"""Batch normalisation's training passes over (C, M) channel rows in compiled loops (Numba):
+the forward in three passes over x (the sum, the squared deviations, then x̂ and y written
+together) and the backward in two (Σdy and Σdy·x̂, then dx), where the NumPy expressions take
+six and eight. The sums are accumulated in float64, per channel, in order of the values, so
+a result does not depend on how cnnlab's threads split the channels.
+
+    forward   μ = Σx/M    σ² = Σ(x − μ)²/M    s = 1/√(σ² + ε)    x̂ = (x − μ)·s    y = γ·x̂ + β
+    backward  dβ = Σdy    dγ = Σdy·x̂          dx = γ·s·(dy − dβ/M − x̂·dγ/M)
+
+cnnlab.layers.BatchNorm2D and BatchNorm1D call them on their channel rows when Numba is
+installed (batchnorm_compiled), the NumPy expressions otherwise; the two are tested equal.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from cnnlab.kernels import compiled
+
+
+def batchnorm_compiled() -> bool:
+    """Whether the compiled loops run (Numba installed)."""
+    return compiled.HAVE_NUMBA
+
+
+@functools.cache
+def loops():
+    """The compiled loops (normalise_rows, normalise_rows_backward), on the first call."""
+    return compiled.compile_loops(normalise_rows, normalise_rows_backward)
+
+
+def normalise_rows(rows, gamma, beta, eps, lo, hi, x_hat, y, stats):
+    """Channels lo:hi of rows (C, M): x_hat and y (C, M) written, stats[c] = (μ, σ², 1/σ) in
+    the rows' dtype (the float64 sums rounded to it, as NumPy's results are, before they are
+    used). Compiled by loops()."""
+    m = rows.shape[1]
+    for c in range(lo, hi):
+        x = rows[c]
+        total = 0.0
+        for j in range(m):
+            total += x[j]
+        stats[c, 0] = total / m
+        mean = stats[c, 0]
+        squares = 0.0
+        for j in range(m):
+            d = x[j] - mean
+            squares += d * d
+        stats[c, 1] = squares / m
+        stats[c, 2] = 1.0 / np.sqrt(stats[c, 1] + eps)
+        inv_std, g, b = stats[c, 2], gamma[c], beta[c]
+        xh, out = x_hat[c], y[c]
+        for j in range(m):
+            v = (x[j] - mean) * inv_std
+            xh[j] = v
+            out[j] = v * g + b
+
+
+def normalise_rows_backward(dy, x_hat, scale, lo, hi, dx, dgamma, dbeta):
+    """Channels lo:hi: dbeta[c] = Σ dy[c], dgamma[c] = Σ dy[c]·x_hat[c] (float64 sums), and
+    dx[c] = scale[c]·(dy[c] − dβ/M − x_hat[c]·dγ/M), scale = γ/σ; dbeta and dgamma have the
+    rows' dtype. Compiled by loops()."""
+    m = dy.shape[1]
+    means = np.empty(2, dx.dtype)
+    for c in range(lo, hi):
+        d, xh = dy[c], x_hat[c]
+        sum_dy = 0.0
+        sum_dy_xh = 0.0
+        for j in range(m):
+            sum_dy += d[j]
+            sum_dy_xh += d[j] * xh[j]
+        dbeta[c], dgamma[c] = sum_dy, sum_dy_xh
+        means[0], means[1] = sum_dy / m, sum_dy_xh / m  # rounded to the rows' dtype
+        k, a, b = scale[c], means[0], means[1]
+        out = dx[c]
+        for j in range(m):
+            out[j] = k * (d[j] - a - xh[j] * b)
