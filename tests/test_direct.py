@@ -108,7 +108,9 @@ def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
     # more than 16 filters or channels: Winograd from 16 channels (tests/test_winograd.py)
     assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "winograd"
     assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (8, 28, 28)) == "same"
-    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (3, 28, 28)) == "plain"
+    assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (3, 28, 28)) == "direct"
+    assert path_of({"filters": 32, "kernel_size": 3, "padding": 1}, (1, 28, 28)) == "direct"
+    assert path_of({"filters": 64, "kernel_size": 3, "padding": 1}, (3, 28, 28)) == "plain"
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1, "dilation": 2},
                    (16, 28, 28)) == "plain"
     monkeypatch.setattr(compiled, "HAVE_NUMBA", False)  # without Numba: the NumPy paths
@@ -147,8 +149,8 @@ def test_numba_is_imported_on_the_first_compiled_convolution_only():
 import sys
 import numpy as np
 import cnnlab as cl
-model = cl.Sequential([cl.Conv2D(8, 3, padding=1), cl.ReLU(), cl.Conv2D(8, 3, padding=2)])
-model.build((1, 28, 28))  # 1 input channel, then padding 2: no compiled path
+model = cl.Sequential([cl.Conv2D(8, 5, padding=2), cl.ReLU(), cl.Conv2D(8, 3, padding=2)])
+model.build((1, 28, 28))  # a 5×5 kernel, then padding 2: no compiled path
 model.forward(np.zeros((2, 1, 28, 28), np.float32))
 before = "numba" in sys.modules
 model = cl.zoo.get("resnet8")  # its first stage takes the direct path

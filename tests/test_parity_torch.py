@@ -148,7 +148,7 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
 
 
 @pytest.mark.parametrize("c, kernel, stride, padding, size, path", [
-    # 3×3, stride 1, padding 1, 4 to 16 channels (3 filters): kernels.conv_forward_direct
+    # 3×3, stride 1, padding 1, at most 16 channels (3 filters): kernels.conv_forward_direct
     (4, 3, 1, 1, (24, 26), "direct"), (5, 3, 1, "same", (25, 24), "direct"),
     (4, 3, 1, 1, (7, 5), "direct"), (16, 3, 1, 1, (1, 1), "direct"),
     # the same window on ≥ 16 channels (more than 16), maps ≥ 8×8: kernels.conv_forward_winograd
@@ -161,8 +161,10 @@ def test_conv1d_same(length, kernel, stride, torch, parity, rng):
     (4, (2, 5), 1, (1, 2), (24, 24), "wide"), (4, 5, 1, 0, (30, 28), "wide"),
     # stride 2 with output (H/2, W/2): the "same" path too, except a 1×1 kernel
     (4, 3, 2, 1, (8, 6), "same"), (4, 4, 2, "same", (6, 8), "same"), (6, 1, 2, 0, (4, 4), "plain"),
+    # a first layer's 1–3 channels, 3×3, stride 1, padding 1: the direct path too
+    (3, 3, 1, 1, (24, 24), "direct"), (1, 3, 1, 1, (5, 6), "direct"),
     # small maps with other padding, fewer than 4 channels, odd sizes at stride 2: plain im2col
-    (4, 3, 1, 0, (9, 9), "plain"), (3, 3, 1, 1, (24, 24), "plain"), (4, 3, 2, 1, (7, 7), "plain"),
+    (4, 3, 1, 0, (9, 9), "plain"), (3, 3, 1, 2, (24, 24), "plain"), (4, 3, 2, 1, (7, 7), "plain"),
 ])
 def test_conv2d_fast_paths(c, kernel, stride, padding, size, path, torch, parity, rng):
     layer = build(cl.Conv2D(3, kernel, stride, padding, fit="floor"), (c, *size))

@@ -128,8 +128,9 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _path(self) -> str:
         """Which kernels run this layer, all computing the same sums (tested equal):
-        - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels (at least 4)
-          and 16 filters: kernels.conv_forward_direct, compiled loops with no column matrix.
+        - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels and 16 filters,
+          or a first layer's 1–3 channels and at most 32 filters: kernels.conv_forward_direct,
+          compiled loops with no column matrix.
         - "winograd": the same window, at least 16 input channels (and more than 16 of either),
           a map of at least 8×8 that whole 2×2 tiles cover to 80% or more (not 7×7):
           kernels.conv_forward_winograd, F(2×2, 3×3), 16 products in the BLAS.
@@ -146,12 +147,15 @@ class Conv2D(WeightedMixin, WindowLayer):
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         if self.groups > 1 and self.groups == self.input_shape[0]:
             return "depthwise"
-        if self.input_shape[0] < 4 or self.groups > 1 or self._dilation() != (1, 1):
+        c = self.input_shape[0]
+        if self.groups > 1 or self._dilation() != (1, 1):
             return "plain"
-        if (kernels.conv_direct_applies(kh, kw, stride, pad) and self.input_shape[0] <= 16
-                and self.filters <= 16):
+        if kernels.conv_direct_applies(kh, kw, stride, pad) and (
+                (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
             return "direct"
-        if kernels.conv_winograd_applies(kh, kw, stride, pad) and self.input_shape[0] >= 16 \
+        if c < 4:
+            return "plain"
+        if kernels.conv_winograd_applies(kh, kw, stride, pad) and c >= 16 \
                 and _tiles_fit(self.win.h.size, self.win.w.size):
             return "winograd"
         if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
