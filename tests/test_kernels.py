@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import cnnlab as cl
 from cnnlab.kernels import (
     avgpool_backward,
     avgpool_forward,
     col2im,
     col2im_same,
+    compiled,
     conv_backward_same,
     conv_backward_wide,
     conv_forward_same,
@@ -24,6 +26,7 @@ from cnnlab.kernels import (
     maxpool_backward,
     maxpool_forward,
     out_size,
+    relu_grad,
 )
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 
@@ -128,11 +131,18 @@ def _layouts(a: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(a), cnhw, wide[..., 1:-1]]
 
 
+@pytest.mark.parametrize("compiled_on", [True, False], ids=["compiled", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (1, 1, 2, 2), (2, 5, 4, 2)])
-def test_maxpool_2x2_fast_path_equals_the_plain_path_with_ties(shape, dtype, rng):
-    # small integers make many ties inside windows, the case where the first-max rule matters
+@pytest.mark.parametrize("shape", [(3, 4, 6, 8), (1, 1, 2, 2), (2, 5, 4, 2), (2, 3, 4, 6)])
+def test_maxpool_2x2_fast_path_equals_the_plain_path_with_ties(shape, dtype, compiled_on, rng,
+                                                               monkeypatch):
+    """Both 2×2 paths (compiled with Numba, and NumPy's masks) against the plain one, bit for
+    bit: small integers make many ties inside windows, the case where the first-max rule
+    matters; ±inf are values like others."""
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", compiled_on)
     a = rng.integers(-2, 3, shape).astype(dtype)
+    if shape == (2, 3, 4, 6):
+        a.reshape(-1)[[0, 5, 13, 31]] = [np.inf, np.inf, -np.inf, -np.inf]
     for x in _layouts(a):
         assert maxpool2x2_applies(x, 2, 2, 2, 0)
         y = maxpool_forward(x, 2, 2, 2, 0)
@@ -143,6 +153,25 @@ def test_maxpool_2x2_fast_path_equals_the_plain_path_with_ties(shape, dtype, rng
             dx_fast = maxpool2x2_backward(dy, masks)
             assert dx_fast.dtype == dtype and dx_fast.shape == x.shape
             np.testing.assert_array_equal(dx_fast, maxpool_backward(dy, x, y, 2, 2, 2, 0))
+
+
+def test_maxpool_2x2_compiled_equals_the_numpy_masks_with_nan(rng, monkeypatch):
+    """NaN wins the forward on both 2×2 paths, as np.maximum lets it; their gradients go where
+    the strict comparisons send them, the same on both (the plain path's argmax picks the NaN
+    itself instead)."""
+    x = rng.integers(-2, 3, (2, 3, 4, 6)).astype(np.float32)
+    x.reshape(-1)[[0, 5, 13, 30, 31, 47]] = [np.nan, np.inf, -np.inf, np.nan, np.inf, np.nan]
+    dy = rng.standard_normal((2, 3, 2, 3)).astype(np.float32)
+    dy[0, 0, 0, 1] = np.inf
+    results = []
+    for compiled_on in (True, False):
+        monkeypatch.setattr(compiled, "HAVE_NUMBA", compiled_on)
+        y, masks = maxpool2x2_forward(x, masks=True)
+        with np.errstate(invalid="ignore"):  # inf·0 in the window of dy's inf: NaN on both
+            results.append((y, maxpool2x2_backward(dy, masks)))
+    np.testing.assert_array_equal(results[0][0], maxpool_forward(x, 2, 2, 2, 0))
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("window, shape", [
@@ -323,3 +352,23 @@ def test_backward_skeleton_hands_each_chunk_its_dy_and_adds_the_parts_in_chunk_o
     np.testing.assert_array_equal(dw, np.zeros((3, 2)))
     np.testing.assert_allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12)
     assert conv_backward_chunks(dy, spans, part, bias_grad=False)[1] is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_grad_compiled_equals_the_numpy_mask(dtype, rng, n_threads):
+    """kernels.relu_grad's compiled pass against dy·(y > 0) bit for bit, NaN and ±inf in dy
+    included, through the ReLU layer (large enough for cnnlab's threads to split it), and on
+    arrays that are not contiguous (NumPy's path)."""
+    x = rng.standard_normal((4, 16, 64, 65)).astype(dtype)
+    x.reshape(-1)[:4] = [0.0, -0.0, np.nan, np.inf]
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dy.reshape(-1)[4:10] = [np.nan, np.inf, -np.inf, np.nan, np.inf, -np.inf]
+    relu = cl.ReLU().build(x.shape[1:], dtype=dtype)
+    y = relu.forward(x, training=True)
+    with np.errstate(invalid="ignore"):
+        expected = np.multiply(dy, y > 0)
+        got = relu.backward(dy)
+        out = np.empty_like(dy[:, :, ::2])
+        relu_grad(out, dy[:, :, ::2], y[:, :, ::2])
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(out, expected[:, :, ::2])

@@ -16,12 +16,13 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   compiled loops (Numba), no column matrix (conv_forward_direct)
     winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
+    pointwise.py  ReLU's backward in one compiled pass (Numba), NumPy's two otherwise
     batchnorm.py  batch normalisation's training passes over channel rows, compiled (Numba)
     compiled.py   Numba found, its flags, and the compilation of the loops direct.py and
                   winograd.py run
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
-    pool2x2.py    the 2×2/2 max pooling fast path
+    pool2x2.py    the 2×2/2 max pooling fast path (one compiled pass with Numba)
     adaptive.py   adaptive average pooling (PyTorch's windows): gathers, or a reshape and a sum
 
 Every path is tested equal to the plain one (tests/test_kernels.py). The functions keep no
@@ -63,6 +64,7 @@ from cnnlab.kernels.direct import (
 )
 from cnnlab.kernels.geometry import Padding, Pair, dilated, out_size, pad
 from cnnlab.kernels.plain import col2im, conv_backward_cols, conv_forward_cols, im2col
+from cnnlab.kernels.pointwise import relu_grad
 from cnnlab.kernels.pool import (
     avgpool_backward,
     avgpool_counts,
@@ -108,5 +110,5 @@ __all__ = [
     "avgpool_counts",
     # issue 19: the Winograd path
     "conv_backward_winograd", "conv_forward_winograd", "conv_winograd_applies",
-    "batchnorm", "batchnorm_compiled",
+    "batchnorm", "batchnorm_compiled", "relu_grad",
 ]

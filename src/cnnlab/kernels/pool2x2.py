@@ -8,14 +8,65 @@ Backward:  dx gets dy[n, c, i, j] at the window's first maximum, in the order (0
                right  = x[.., 2j + 1] > x[.., 2j]   per row of the window
                bottom = the bottom row's maximum > the top row's
 Shape: x (N, C, H, W) → y (N, C, H/2, W/2); the masks hold 3/4 of x's element count in bytes.
+
+With Numba (kernels.compiled) both run as one compiled pass over each plane instead
+(pool_planes, unpool_planes): the forward reads x once and writes y and one byte per window
+(which of its four entries is the first maximum, 1/4 of x's element count in bytes), the
+backward writes dx once. The same values, ties and NaN included (tests/test_kernels.py).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
+from cnnlab.kernels import compiled
 from cnnlab.kernels.geometry import _pairs
 from cnnlab.runtime.threads import map_chunks, spans
+
+
+@functools.cache
+def loops():
+    """The compiled passes (pool_planes, unpool_planes), on the first call."""
+    return compiled.compile_loops(pool_planes, unpool_planes)
+
+
+def pool_planes(x, y, code, p0, p1):
+    """Planes p0:p1 of x (P, H, W): y (P, H/2, W/2) the windows' maxima, as np.maximum takes
+    them (NaN wins, then the larger, the first of equals), and code (P, H/2, W/2) uint8 where the
+    first maximum sits: 2·bottom + right, bottom = the bottom row's maximum is strictly larger
+    than the top's, right = that row's right entry is strictly larger than its left. Compiled by
+    loops()."""
+    for p in range(p0, p1):
+        for i in range(y.shape[1]):
+            top, bot, out, where = x[p, 2 * i], x[p, 2 * i + 1], y[p, i], code[p, i]
+            for j in range(y.shape[2]):
+                a, b, c, d = top[2 * j], top[2 * j + 1], bot[2 * j], bot[2 * j + 1]
+                upper = a if a != a or a >= b else b
+                lower = c if c != c or c >= d else d
+                out[j] = upper if upper != upper or upper >= lower else lower
+                if lower > upper:
+                    where[j] = 3 if d > c else 2
+                else:
+                    where[j] = 1 if b > a else 0
+
+
+def unpool_planes(dy, code, dx, p0, p1):
+    """Planes p0:p1: each dy (P, H/2, W/2) to its window's first maximum in dx (P, H, W) (code,
+    pool_planes), the other three entries dy·0, as the NumPy path's masks make them. Compiled
+    by loops()."""
+    for p in range(p0, p1):
+        for i in range(dy.shape[1]):
+            g, where = dy[p, i], code[p, i]
+            top, bot = dx[p, 2 * i], dx[p, 2 * i + 1]
+            for j in range(dy.shape[2]):
+                k = where[j]
+                down = 1.0 if k >= 2 else 0.0
+                right = 1.0 if k % 2 == 1 else 0.0
+                upper, lower = g[j] * (1.0 - down), g[j] * down
+                top[2 * j], top[2 * j + 1] = upper * (1.0 - right), upper * right
+                bot[2 * j], bot[2 * j + 1] = lower * (1.0 - right), lower * right
 
 
 def _planes(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]] | None:
@@ -51,6 +102,14 @@ def maxpool2x2_forward(x: np.ndarray, masks: bool = False):
     base, order = found if found else (np.ascontiguousarray(x), (0, 1, 2, 3))
     a, b, h, w = base.shape
     y = np.empty((a, b, h // 2, w // 2), x.dtype)
+    if compiled.HAVE_NUMBA:
+        code = np.empty((a * b, h // 2, w // 2), np.uint8)
+        pool = loops()[0]
+        planes = base.reshape(a * b, h, w)
+        map_chunks(lambda span: pool(planes, y.reshape(a * b, h // 2, w // 2), code, *span),
+                   spans(a * b, base.size))
+        y = y.transpose(np.argsort(order))
+        return (y, (code, None, base.shape, order)) if masks else y
     right = np.empty(a * b * h * w // 2, bool) if masks else None
     bottom = np.empty((a * b * h // 2, w // 2), bool) if masks else None
 
@@ -73,6 +132,12 @@ def maxpool2x2_backward(dy: np.ndarray, masks) -> np.ndarray:
     """Routes each dy to its window's first maximum with the masks of maxpool2x2_forward."""
     right, bottom, shape, order = masks
     a, b, h, w = shape
+    if bottom is None:  # the compiled forward's codes, in `right`
+        d = np.ascontiguousarray(dy.transpose(order)).reshape(a * b, h // 2, w // 2)
+        dx = np.empty((a * b, h, w), dy.dtype)
+        unpool = loops()[1]
+        map_chunks(lambda span: unpool(d, right, dx, *span), spans(a * b, dx.size))
+        return dx.reshape(shape).transpose(np.argsort(order))
     d = dy.transpose(order).reshape(a * b * h // 2, w // 2)  # a copy only if dy's layout differs
     dx = np.empty(a * b * h * w, dy.dtype)
 

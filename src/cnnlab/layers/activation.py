@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab import kernels
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.layers._window import positive_int
 from cnnlab.runtime import threads
@@ -84,8 +85,8 @@ class ReLU(_Elementwise):
     def backward(self, dy):
         y = self._take_cache()
         dy = self._check_dy(dy, y)
-        # a multiply by the mask: faster than np.where
-        return threads.elementwise(lambda out, d, a: np.multiply(d, a > 0, out=out), dy, dy, y)
+        # one compiled pass per thread (kernels.relu_grad), or a multiply by the mask
+        return threads.elementwise(kernels.relu_grad, dy, dy, y)
 
 
 class LeakyReLU(_Elementwise):
