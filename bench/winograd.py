@@ -1,5 +1,8 @@
-"""A probe, not a kernel of cnnlab: Winograd F(2×2, 3×3) in NumPy for the stride-1, padding-1
-3×3 convolutions of issue 19's networks, timed against cnnlab's own forward on the same layer.
+"""A probe, not a kernel of cnnlab: Winograd F(2×2, 3×3) in NumPy alone for the stride-1,
+padding-1 3×3 convolutions of issue 19's networks, timed against cnnlab's own forward on the
+same layer. It showed that the transforms as NumPy passes cost more than the 2.25× fewer
+multiplications save; cnnlab's Winograd path (kernels/winograd.py) compiles them instead, and
+bench/direct.py times that path.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/winograd.py
 

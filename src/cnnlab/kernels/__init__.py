@@ -18,8 +18,8 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
     pointwise.py  ReLU's backward in one compiled pass (Numba), NumPy's two otherwise
     batchnorm.py  batch normalisation's training passes over channel rows, compiled (Numba)
-    compiled.py   Numba found, its flags, and the compilation of the loops direct.py and
-                  winograd.py run
+    compiled.py   Numba found, its flags, and the compilation of every compiled loop (direct,
+                  winograd, batchnorm, pool2x2, pointwise)
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path (one compiled pass with Numba)
@@ -108,7 +108,7 @@ __all__ = [
     # issue 20: adaptive average pooling, average pooling without the padding in the mean
     "adaptive_avgpool_backward", "adaptive_avgpool_forward", "adaptive_windows",
     "avgpool_counts",
-    # issue 19: the Winograd path
+    # issue 19: the Winograd path, BatchNorm's and ReLU's compiled passes
     "conv_backward_winograd", "conv_forward_winograd", "conv_winograd_applies",
     "batchnorm", "batchnorm_compiled", "relu_grad",
 ]

@@ -40,8 +40,9 @@ from cnnlab.runtime.threads import map_chunks
 #: G: the filter transform U = G·g·Gᵀ (Bᵀ and Aᵀ are written out in the loops below)
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 
-#: transformed values a chunk holds (16 positions × (C + K) × tiles), 4 MiB of float32:
-#: bench/winograd.py --chunk (of 2¹⁸…2²¹ the fastest or within a few per cent on every layer)
+#: transformed values a chunk holds (16 positions × (C + K) × tiles), 4 MiB of float32: the
+#: size first tried, kept; a sweep of 2¹⁷…2²¹ (bench/direct.py --wchunk) on a variant with the
+#: padding inside the input transform found no size the fastest on every layer
 CHUNK_VALUES = 1 << 20
 
 #: the padding the path computes: 1 on every side

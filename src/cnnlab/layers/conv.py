@@ -27,8 +27,9 @@ class Conv2D(WeightedMixin, WindowLayer):
     Backward, with dY_mat = dy as (K, N·H_out·W_out):
         dW_mat = dY_mat · X_colᵀ     db = Σ_columns dY_mat     dx = col2im(W_matᵀ · dY_mat)
     The kernels compute these sums on the batch in cache-sized chunks, split over cnnlab's
-    threads (see _path): thin 3×3 layers (at most 16 channels and filters, stride 1, padding 1)
-    tap by tap in compiled loops without columns (kernels.conv_forward_direct), wider ones on
+    threads (see _path): thin 3×3 layers (at most 16 channels and filters, stride 1, padding 1;
+    first layers of 1–3 channels) tap by tap in compiled loops without columns
+    (kernels.conv_forward_direct), wider ones on
     maps of 8×8 or more by Winograd F(2×2, 3×3) (kernels.conv_forward_winograd), layers whose
     output is (H/S, W/S) by kernels.conv_forward_same (im2col and col2im as one shifted run per
     channel and kernel offset), other stride-1 layers on large maps by
