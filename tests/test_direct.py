@@ -117,23 +117,30 @@ def test_layers_take_the_direct_path_where_it_was_measured_faster(monkeypatch):
     assert path_of({"filters": 16, "kernel_size": 3, "padding": 1}, (16, 28, 28)) == "same"
 
 
-def test_a_direct_layer_matches_pytorch(rng, torch):
-    layer = cl.layers.Conv2D(6, 3, padding=1)
-    model = cl.Sequential([layer])
-    model.build((5, 7, 6))
-    layer.bias.data[...] = rng.standard_normal(6)
-    assert layer._path() == "direct"
-    x = rng.standard_normal((3, 5, 7, 6)).astype(np.float32)
-    y = model.forward(x, training=True)
+def pytorch_pairs(layer, input_shape, rng, torch):
+    """A training forward and backward of `layer` (3×3, padding 1, random bias) on float32 data,
+    and PyTorch's conv2d on the same: pairs (ours, PyTorch's) of y, dx, dW and db."""
+    cl.Sequential([layer]).build(input_shape)
+    layer.bias.data[...] = rng.standard_normal(layer.filters)
+    x = rng.standard_normal((3, *input_shape)).astype(np.float32)
+    y = layer.forward(x, training=True)
     dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = model.backward(dy)
+    dx = layer.backward(dy)
     xt = torch.from_numpy(x).requires_grad_(True)
     wt = torch.from_numpy(layer.weight.data).requires_grad_(True)
     bt = torch.from_numpy(layer.bias.data).requires_grad_(True)
     yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
     yt.backward(torch.from_numpy(dy))
-    for a, b in ((y, yt), (dx, xt.grad), (layer.weight.grad, wt.grad), (layer.bias.grad, bt.grad)):
-        np.testing.assert_allclose(a, b.detach().numpy(), rtol=1e-5, atol=1e-5)
+    return [(a, b.detach().numpy()) for a, b in ((y, yt), (dx, xt.grad), (layer.weight.grad, wt.grad),
+                                                 (layer.bias.grad, bt.grad))]
+
+
+def test_a_direct_layer_matches_pytorch(rng, torch):
+    layer = cl.layers.Conv2D(6, 3, padding=1)
+    pairs = pytorch_pairs(layer, (5, 7, 6), rng, torch)
+    assert layer._path() == "direct"
+    for a, b in pairs:
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_a_direct_layer_passes_the_numeric_gradient_check(rng):

@@ -19,7 +19,7 @@ from cnnlab.kernels import (
     winograd,
 )
 from tests.gradcheck import check_layer
-from tests.test_direct import reference
+from tests.test_direct import path_of, pytorch_pairs, reference
 
 #: the float32 Winograd path against float64 sums: max |error| / max |value|, per output
 #: (y, dW, dx); the issue's bound, measured at 2–6·10⁻⁷ on 16–128 channels
@@ -89,12 +89,6 @@ def test_non_finite_inputs_stay_within_a_pixel_of_the_direct_sums(rng):
     assert finite.sum() > 0.8 * y.size
 
 
-def path_of(layer_kwargs: dict, input_shape) -> str:
-    layer = cl.layers.Conv2D(**layer_kwargs)
-    cl.Sequential([layer]).build(input_shape)
-    return layer._path()
-
-
 def test_layers_take_the_winograd_path_where_it_was_measured_faster(monkeypatch):
     conv3 = {"kernel_size": 3, "padding": 1}
     assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == "winograd"  # ResNet stage 2
@@ -114,21 +108,9 @@ def test_layers_take_the_winograd_path_where_it_was_measured_faster(monkeypatch)
 
 def test_a_winograd_layer_matches_pytorch(rng, torch):
     layer = cl.layers.Conv2D(20, 3, padding=1)
-    model = cl.Sequential([layer])
-    model.build((18, 10, 9))
-    layer.bias.data[...] = rng.standard_normal(20)
+    pairs = pytorch_pairs(layer, (18, 10, 9), rng, torch)
     assert layer._path() == "winograd"
-    x = rng.standard_normal((3, 18, 10, 9)).astype(np.float32)
-    y = model.forward(x, training=True)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    dx = model.backward(dy)
-    xt = torch.from_numpy(x).requires_grad_(True)
-    wt = torch.from_numpy(layer.weight.data).requires_grad_(True)
-    bt = torch.from_numpy(layer.bias.data).requires_grad_(True)
-    yt = torch.nn.functional.conv2d(xt, wt, bt, padding=1)
-    yt.backward(torch.from_numpy(dy))
-    for a, b in ((y, yt), (dx, xt.grad), (layer.weight.grad, wt.grad), (layer.bias.grad, bt.grad)):
-        b = b.detach().numpy()
+    for a, b in pairs:
         assert np.abs(a - b).max() <= FLOAT32_TOLERANCE * np.abs(b).max()
 
 
