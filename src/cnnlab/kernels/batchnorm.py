@@ -1,8 +1,9 @@
 """Batch normalisation's training passes over (C, M) channel rows in compiled loops (Numba):
 the forward in three passes over x (the sum, the squared deviations, then x̂ and y written
 together) and the backward in two (Σdy and Σdy·x̂, then dx), where the NumPy expressions take
-six and eight. The sums are accumulated in float64, per channel, in order of the values, so
-a result does not depend on how cnnlab's threads split the channels.
+six and eight. The sums are accumulated in float64 (the compiler may reassociate them to
+vectorize), one channel at a time in one call, so a result does not depend on how cnnlab's
+threads split the channels.
 
     forward   μ = Σx/M    σ² = Σ(x − μ)²/M    s = 1/√(σ² + ε)    x̂ = (x − μ)·s    y = γ·x̂ + β
     backward  dβ = Σdy    dγ = Σdy·x̂          dx = γ·s·(dy − dβ/M − x̂·dγ/M)
