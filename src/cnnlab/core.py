@@ -82,6 +82,7 @@ class Layer:
         parameters, buffers, sublayers, sublayer_inputs, macs, arithmetic, config
         backward_params(dy) the gradients of the parameters only (a network's first layer)
         clear_cache()       forget a training forward's cache that will not be consumed
+        forward_fused(after, x)  this layer and the next in one pass (BatchNorm + ReLU), or None
     """
 
     #: the initialisation an activation asks of the weighted layer before it ("he", "xavier")
@@ -217,6 +218,13 @@ class Layer:
         network's first trainable layer is asked, since nothing below it needs dx. The default
         runs backward and drops dx; a layer that can skip dx's work overrides it (Conv2D)."""
         self.backward(dy)
+
+    def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
+        """The output of this layer and `after` (the next layer of a Sequential) computed in one
+        pass, or None (the default) when the two do not fuse and each runs its own forward. A
+        layer that fuses computes the same values as the two forwards, leaves `after` ready for
+        its backward, and in its own backward applies `after`'s (BatchNorm2D with a ReLU)."""
+        return None
 
     def clear_cache(self) -> None:
         """Forgets a training forward's cache that no backward will consume (frozen layers

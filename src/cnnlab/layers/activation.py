@@ -20,6 +20,10 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1 / (1 + z), z / (1 + z))
 
 
+#: ReLU's cache after a fused training forward (ReLU.fused)
+_APPLIED_BEFORE = "applied by the layer before"
+
+
 class _Elementwise(Layer):
     """y = f(x) with the shape of x; no parameters."""
 
@@ -84,9 +88,17 @@ class ReLU(_Elementwise):
 
     def backward(self, dy):
         y = self._take_cache()
+        if y is _APPLIED_BEFORE:  # the layer before applies [y > 0] in its own backward
+            return dy
         dy = self._check_dy(dy, y)
         # one compiled pass per thread (kernels.relu_grad), or a multiply by the mask
         return threads.elementwise(kernels.relu_grad, dy, dy, y)
+
+    def fused(self) -> None:
+        """Called by the layer before when it computed this ReLU within its own training
+        forward (Layer.forward_fused, BatchNorm2D): the next backward hands dy on unchanged, the
+        layer before multiplying it by [y > 0] inside its own backward passes."""
+        self._cache = _APPLIED_BEFORE
 
 
 class LeakyReLU(_Elementwise):

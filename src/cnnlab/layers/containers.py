@@ -126,9 +126,19 @@ class Sequential(Layer):
                 "Sequential: not built. Pass input_shape=(C, H, W) when creating it, "
                 "or call build(input_shape)."
             )
+        layers, i = self.layers, 0
         with threads.single_blas():  # cnnlab's threads split the work (cnnlab.runtime.threads)
-            for layer in self.layers:
-                x = layer.forward(x, training=training)
+            while i < len(layers):
+                # a layer and the next in one pass where they fuse (Layer.forward_fused):
+                # BatchNorm2D + ReLU; never when either forward is wrapped (a recording
+                # hook, cnnlab.viz.activations) and would be skipped
+                y = None
+                if i + 1 < len(layers) and not _wrapped(layers[i]) and not _wrapped(layers[i + 1]):
+                    y = layers[i].forward_fused(layers[i + 1], x, training=training)
+                if y is None:
+                    x, i = layers[i].forward(x, training=training), i + 1
+                else:
+                    x, i = y, i + 2
         return x
 
     def backward(self, dy: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
@@ -303,3 +313,8 @@ def _si(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {prefix}"
     return f"{n:g}"
+
+
+def _wrapped(layer: Layer) -> bool:
+    """Whether the layer's forward was replaced on the instance (a recording wrapper)."""
+    return "forward" in vars(layer)

@@ -10,6 +10,7 @@ import numpy as np
 
 from cnnlab import kernels
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
+from cnnlab.layers.activation import ReLU
 from cnnlab.runtime import threads
 
 
@@ -115,24 +116,28 @@ class _BatchNorm(Layer):
         return self.weight is not None and not (self.weight.trainable or self.bias.trainable)
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        return self._forward(x, training, rectify=False)
+
+    def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
+        """This layer and a ReLU after it in one pass (Layer.forward_fused): max(0, y) written
+        where y would be, and in backward dy·[max(0, y) > 0] taken inside the compiled passes,
+        bit for bit the two layers' results. Fuses in inference, and in training when the
+        compiled loops run and the layer is neither frozen nor synchronized; None otherwise."""
+        if type(after) is not ReLU:
+            return None
+        if training and (self.frozen or self.reduce is not None or not kernels.batchnorm_compiled()):
+            return None
+        y = self._forward(x, training, rectify=True)
+        if training:
+            after.fused()
+        return y
+
+    def _forward(self, x: np.ndarray, training: bool, rectify: bool) -> np.ndarray:
+        """forward, followed by max(0, ·) when rectify (forward_fused)."""
         x = self._check_input(x)
         rows, restore = _channel_rows(x)  # (C, M): every channel's values in one row
-        gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         if not training or self.frozen:
-            # y = x·s + (β − μ_r·s), s = γ/σ_r: two passes over the values instead of three
-            scale = gamma / np.sqrt(self.running_var[:, None] + self.eps)
-            shift, y = beta - self.running_mean[:, None] * scale, np.empty_like(rows)
-
-            def normalise(span):  # the channels lo:hi; cnnlab's threads split the channels
-                lo, hi = span
-                np.multiply(rows[lo:hi], scale[lo:hi], out=y[lo:hi])
-                y[lo:hi] += shift[lo:hi]
-
-            threads.map_chunks(normalise, threads.row_spans(rows))
-            if training:  # frozen: a fixed affine map, whose backward needs x
-                self._cache = ("frozen", rows, restore)
-            return restore(y)
-
+            return self._forward_affine(rows, restore, training, rectify)
         if self.reduce is not None:
             return self._forward_synced(rows, restore)
         m = rows.shape[1]
@@ -142,14 +147,16 @@ class _BatchNorm(Layer):
                 f"the batch variance. Received: x.shape={x.shape} ({m} value per channel). Use a "
                 "batch of 2 or more samples, or forward(x, training=False) for inference."
             )
+        gamma, beta = self.weight.data[:, None], self.bias.data[:, None]
         x_hat, y = np.empty_like(rows), np.empty_like(rows)
         if kernels.batchnorm_compiled():  # the same sums in three compiled passes
             stats = np.empty((rows.shape[0], 3), rows.dtype)
             forward = kernels.batchnorm.loops()[0]
             threads.map_chunks(lambda span: forward(rows, gamma[:, 0], beta[:, 0], self.eps, *span,
-                                                    x_hat, y, stats), threads.row_spans(rows))
+                                                    x_hat, y, stats, rectify),
+                               threads.row_spans(rows))
             self._update_running(stats[:, 0], stats[:, 1], m)
-            self._cache = (x_hat, stats[:, 2:], restore, m)
+            self._cache = (x_hat, stats[:, 2:], restore, m, y if rectify else None)
             return restore(y)
         mean, var, inv_std = (np.empty((rows.shape[0], 1), rows.dtype) for _ in range(3))
 
@@ -162,10 +169,30 @@ class _BatchNorm(Layer):
             xh *= inv_std[lo:hi]
             np.multiply(xh, gamma[lo:hi], out=y[lo:hi])
             y[lo:hi] += beta[lo:hi]
+            if rectify:
+                np.maximum(y[lo:hi], 0, out=y[lo:hi])
 
         threads.map_chunks(channels, threads.row_spans(rows))
         self._update_running(mean.reshape(-1), var.reshape(-1), m)
-        self._cache = (x_hat, inv_std, restore, m)
+        self._cache = (x_hat, inv_std, restore, m, y if rectify else None)
+        return restore(y)
+
+    def _forward_affine(self, rows: np.ndarray, restore, training: bool, rectify: bool):
+        """Inference, or a frozen layer's training forward: y = x·s + (β − μ_r·s), s = γ/σ_r,
+        two passes over the values instead of three (max(0, y) in a third when rectify)."""
+        scale = self.weight.data[:, None] / np.sqrt(self.running_var[:, None] + self.eps)
+        shift, y = self.bias.data[:, None] - self.running_mean[:, None] * scale, np.empty_like(rows)
+
+        def normalise(span):  # the channels lo:hi; cnnlab's threads split the channels
+            lo, hi = span
+            np.multiply(rows[lo:hi], scale[lo:hi], out=y[lo:hi])
+            y[lo:hi] += shift[lo:hi]
+            if rectify:
+                np.maximum(y[lo:hi], 0, out=y[lo:hi])
+
+        threads.map_chunks(normalise, threads.row_spans(rows))
+        if training:  # frozen: a fixed affine map, whose backward needs x
+            self._cache = ("frozen", rows, restore)
         return restore(y)
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
@@ -192,14 +219,14 @@ class _BatchNorm(Layer):
         x_hat *= inv_std
         y = x_hat * self.weight.data[:, None] + self.bias.data[:, None]
         self._update_running(mean.reshape(-1), var, m)
-        self._cache = (x_hat, inv_std, restore, m)
+        self._cache = (x_hat, inv_std, restore, m, None)
         return restore(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         cache = self._take_cache()
         if isinstance(cache[0], str):  # ("frozen", x rows, restore)
             return self._frozen_backward(dy, *cache[1:])
-        x_hat, inv_std, restore, m = cache
+        x_hat, inv_std, restore, m, rectified = cache
         dy = self._check_grad(dy, restore(x_hat).shape)
         dy_rows, _ = _channel_rows(dy)
         if self.reduce is not None:
@@ -210,10 +237,14 @@ class _BatchNorm(Layer):
         if kernels.batchnorm_compiled() and dy_rows.dtype == x_hat.dtype:  # two compiled passes
             backward = kernels.batchnorm.loops()[1]
             scale = (self.weight.data * inv_std[:, 0]).astype(x_hat.dtype)
+            mask = x_hat if rectified is None else rectified  # read only when rectified
             threads.map_chunks(lambda span: backward(dy_rows, x_hat, scale, *span, dx, dgamma,
-                                                     dbeta), threads.row_spans(x_hat))
+                                                     dbeta, mask, rectified is not None),
+                               threads.row_spans(x_hat))
             self.weight.grad, self.bias.grad = dgamma, dbeta
             return restore(dx)
+        if rectified is not None:  # the fused ReLU's backward, as ReLU.backward computes it
+            dy_rows = np.multiply(dy_rows, rectified > 0)
 
         def channels(span):
             lo, hi = span
