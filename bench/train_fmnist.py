@@ -37,7 +37,7 @@ RECIPES = {
     # DESIGN.md's reference CNN with `cnnlab train`'s default recipe, on the full set
     "default": {**STRONG, "model": "fmnist-cnn", "epochs": 5, "lr": 0.05, "augment": "none",
                 "label-smoothing": 0.0},
-    "fast": None, "strong": None,  # cli/recipes/NAME.toml
+    "fast": None, "strong": None, "long": None,  # cli/recipes/NAME.toml
     # the CIFAR-style ResNets of cl.zoo (no dropout: weight decay and smoothing regularise)
     "resnet8": {**STRONG, "model": "resnet8", "epochs": 30},
     "resnet20": {**STRONG, "model": "resnet20", "epochs": 12},

@@ -20,10 +20,11 @@ a name (fashion-mnist, mnist, cifar10, fashion-mnist-mini) or a folder: IDX file
 files, or an image folder with one subfolder per class (then 1 image in 10 is held out for
 testing unless it has train/ and test/ subfolders).
 
-Named recipes (--recipe NAME): fast and strong, TOML files of these options shipped with
+Named recipes (--recipe NAME): fast, strong and long, TOML files of these options shipped with
 cnnlab: fmnist-cnn-bn on the full Fashion-MNIST (dataset-fashion-mnist), SGD lr 0.1 on a cosine
-schedule, label smoothing 0.1, mirroring, flip TTA; fast trains 15 epochs, strong 30. A -c FILE
-(it may name a recipe: recipe = "fast") and flags override the recipe's values.
+schedule, label smoothing 0.1, mirroring, flip TTA; fast trains 15 epochs, strong 30, long 50
+with ±1-pixel shifts as well. A -c FILE (it may name a recipe: recipe = "fast") and flags
+override the recipe's values.
 
 Train, validation, test: --val-split (default 0.1) of the training images, stratified by class
 and drawn from the seed after --limit, is held out for validation (a folder's own val/ is used

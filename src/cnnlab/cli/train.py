@@ -35,6 +35,8 @@ SCHEDULES = ("constant", "cosine", "step", "onecycle")
 RECIPES = {
     "fast": "fmnist-cnn-bn, 15 epochs on the full Fashion-MNIST, mirroring, flip TTA",
     "strong": "fmnist-cnn-bn, 30 epochs on the full Fashion-MNIST, mirroring, flip TTA",
+    "long": "fmnist-cnn-bn, 50 epochs on the full Fashion-MNIST, mirroring and ±1-pixel shifts, "
+            "flip TTA",
 }
 #: what a resumed run keeps: another value would continue the run on other terms under its name
 #: (--epochs, the learning rate, the schedule, ... may change)
