@@ -29,11 +29,11 @@ class Conv2D(WeightedMixin, WindowLayer):
     The kernels compute these sums on the batch in cache-sized chunks, split over cnnlab's
     threads (see _path): thin 3×3 layers (at most 16 channels and filters, stride 1, padding 1;
     first layers of 1–3 channels) tap by tap in compiled loops without columns
-    (kernels.conv_forward_direct), wider ones on
-    maps of 8×8 or more by Winograd F(2×2, 3×3) (kernels.conv_forward_winograd), layers whose
-    output is (H/S, W/S) by kernels.conv_forward_same (im2col and col2im as one shifted run per
-    channel and kernel offset), other stride-1 layers on large maps by
-    kernels.conv_forward_wide, the rest by plain im2col (kernels.conv_forward_cols).
+    (kernels.conv_forward_direct), wider ones on maps of 8×8 or more by Winograd F(2×2, 3×3)
+    (kernels.conv_forward_winograd), layers whose output is (H/S, W/S) by
+    kernels.conv_forward_same (im2col and col2im as one shifted run per channel and kernel
+    offset), other stride-1 layers on large maps by kernels.conv_forward_wide, the rest by plain
+    im2col (kernels.conv_forward_cols).
 
     Dilation d spaces the taps: x_pad[n, c, i·S + d·u, j·S + d·v], a window of extent
     F' = d·(F − 1) + 1, which replaces F in the output size. Groups g split the channels: filter

@@ -120,12 +120,11 @@ class _BatchNorm(Layer):
 
     def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
         """This layer and a ReLU after it in one pass (Layer.forward_fused): max(0, y) written
-        where y would be, and in backward dy·[max(0, y) > 0] taken inside the compiled passes,
-        bit for bit the two layers' results. Fuses in inference, and in training when the
-        compiled loops run and the layer is neither frozen nor synchronized; None otherwise."""
-        if type(after) is not ReLU:
-            return None
-        if training and (self.frozen or self.reduce is not None or not kernels.batchnorm_compiled()):
+        where y would be, and in backward dy·[max(0, y) > 0] taken inside the compiled passes
+        (or, on the NumPy path, multiplied in as ReLU's backward does), bit for bit the two
+        layers' results. Fuses in inference, and in training unless the layer is frozen or
+        synchronized; None otherwise."""
+        if type(after) is not ReLU or training and (self.frozen or self.reduce is not None):
             return None
         y = self._forward(x, training, rectify=True)
         if training:
