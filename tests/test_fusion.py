@@ -1,6 +1,7 @@
-"""BatchNorm + ReLU fused inside a Sequential (Layer.forward_fused): one pass where the two
-layers take two forward and two backward, and bit for bit what the two layers compute one after
-the other, in training and inference, with and without the compiled loops."""
+"""Layers fused inside a Sequential (Layer.forward_fused), bit for bit what the two layers compute
+one after the other, in training and inference, with and without the compiled loops:
+BatchNorm + ReLU in one pass where the two layers take two forward and two backward, and
+ReLU + 2×2 MaxPool2D with the pooling first, rectifying a quarter of the values."""
 
 from __future__ import annotations
 
@@ -127,6 +128,78 @@ def test_a_wrapped_forward_is_not_skipped(rng):
     np.testing.assert_array_equal(maps, np.maximum(bn_out["y"], 0).reshape(maps.shape))
 
 
+def _relu_pool(dtype, pool=None) -> cl.Sequential:
+    return cl.Sequential([cl.ReLU(), pool or cl.MaxPool2D(2)], input_shape=(5, 6, 8), dtype=dtype)
+
+
+def _pool_inputs(rng, dtype, channels_first: bool):
+    """Values on a coarse grid (ties within windows), windows wholly ≤ 0, exact ±0, NaN and ±inf;
+    in (C, N, H, W) memory, as a convolution hands its output on, when channels_first."""
+    x = np.round(rng.standard_normal((4, 5, 6, 8)) * 2).astype(dtype)
+    x[0, 0, :2, :2] = [[-1, -3], [-2, -0.0]]  # maximum -0.0, rectified to +0
+    x[0, 1, :2, :2] = [[-0.0, 0.0], [-1, 0.0]]
+    x[1, 0, :2, :2] = [[-5, np.nan], [-1, -2]]
+    x[1, 1, :2, :2] = [[2, np.inf], [-np.inf, 1]]
+    x[2, 2, :2, :4] = -np.abs(x[2, 2, :2, :4]) - 1
+    if channels_first:
+        x = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    dy = rng.standard_normal((4, 5, 3, 4)).astype(dtype)
+    dy[0, 0, 0, 0], dy[2, 2, 0, 0], dy[2, 2, 0, 1] = np.nan, np.inf, -np.inf  # windows ≤ 0
+    dy[1, 1, 0, 0] = -np.inf
+    dy[3] *= -1
+    return x, dy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+@pytest.mark.parametrize("compiled_on", [True, False], ids=["compiled", "numpy"])
+@pytest.mark.parametrize("channels_first", [False, True], ids=["NCHW", "CNHW"])
+def test_relu_maxpool_fused_equals_the_two_layers(dtype, training, compiled_on, channels_first,
+                                                  rng, n_threads, monkeypatch):
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", compiled_on)
+    x, dy = _pool_inputs(rng, dtype, channels_first)
+    relu, pool = _relu_pool(dtype).layers
+    with np.errstate(invalid="ignore"):  # ±inf·0
+        expected = [pool.forward(relu.forward(x, training=training), training=training)]
+        if training:
+            expected.append(relu.backward(pool.backward(dy)))
+        model = _relu_pool(dtype)
+        ours = [model.forward(x, training=training)]
+        if training:
+            ours.append(model.backward(dy))
+    for name, a, b in zip(("y", "dx")[: len(ours)], ours, expected, strict=True):
+        assert a.dtype == b.dtype == dtype, name
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        np.testing.assert_array_equal(np.signbit(a), np.signbit(b), err_msg=name)
+    assert ours[0][0, 0, 0, 0] == 0 and not np.signbit(ours[0][0, 0, 0, 0])
+    assert np.isnan(ours[0][1, 0, 0, 0])
+    if training:
+        assert np.isnan(ours[1][0, 0, :2, :2]).all() and np.isnan(ours[1][2, 2, :2, :4]).all()
+    assert model.layers[0].forward_fused(model.layers[1], x, training=training) is not None
+
+
+@pytest.mark.parametrize("pool", [cl.MaxPool2D(3, 1, padding=1), cl.MaxPool2D(2, fit="floor"),
+                                  cl.AvgPool2D(2, fit="floor")], ids=["3x3", "floor", "avg"])
+def test_relu_fuses_with_2x2_max_pooling_only(pool, rng):
+    model = cl.Sequential([cl.ReLU(), pool], input_shape=(2, 5, 5))
+    x = rng.standard_normal((3, 2, 5, 5)).astype(np.float32)
+    assert model.layers[0].forward_fused(model.layers[1], x, training=True) is None
+    assert model.layers[0].forward_fused(model.layers[1], x) is None
+    y = model.forward(x, training=True)
+    np.testing.assert_array_equal(y, pool.forward(np.maximum(x, 0)))
+
+
+def test_the_relu_before_a_pool_hands_dy_on(rng):
+    model = _relu_pool(np.float32)
+    x, dy = _pool_inputs(rng, np.float32, False)
+    model.forward(x, training=True)
+    relu, pool = model.layers
+    dx = pool.backward(dy)
+    assert relu.backward(dx) is dx
+    with pytest.raises(RuntimeError, match="needs the cache of a training forward"):
+        relu.backward(dx)
+
+
 def _digest(model) -> str:
     h = hashlib.sha256()
     for name, p in sorted(model.parameters().items()):
@@ -138,18 +211,19 @@ def _digest(model) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("name", ["fmnist-cnn-bn", "resnet8"])
+@pytest.mark.parametrize("name", ["fmnist-cnn", "fmnist-cnn-bn", "resnet8"])
 def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypatch):
     """Three SGD steps of a zoo network: the same weights and running statistics, bit for bit,
-    with its BatchNorm + ReLU pairs fused and with each layer on its own."""
+    with its BatchNorm + ReLU and ReLU + MaxPool2D pairs fused and with each layer on its own."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 16, 1, 28, 28)).astype(np.float32)
     labels = rng.integers(0, 10, (3, 16))
     digests = []
     for fuse in (True, False):
         if not fuse:
-            monkeypatch.setattr(_BatchNorm, "forward_fused", lambda self, after, x, training=False:
-                                None)
+            for kind in (_BatchNorm, cl.ReLU):
+                monkeypatch.setattr(kind, "forward_fused", lambda self, after, x, training=False:
+                                    None)
         model, loss = cl.zoo.get(name, seed=0), cl.SoftmaxCrossEntropy()
         opt = cl.optim.SGD(model, lr=0.05, momentum=0.9)
         for xb, yb in zip(x, labels, strict=True):

@@ -82,7 +82,8 @@ class Layer:
         parameters, buffers, sublayers, sublayer_inputs, macs, arithmetic, config
         backward_params(dy) the gradients of the parameters only (a network's first layer)
         clear_cache()       forget a training forward's cache that will not be consumed
-        forward_fused(after, x)  this layer and the next in one pass (BatchNorm + ReLU), or None
+        forward_fused(after, x)  this layer and the next in one pass (BatchNorm + ReLU, ReLU +
+                            MaxPool), or None
     """
 
     #: the initialisation an activation asks of the weighted layer before it ("he", "xavier")
@@ -223,7 +224,8 @@ class Layer:
         """The output of this layer and `after` (the next layer of a Sequential) computed in one
         pass, or None (the default) when the two do not fuse and each runs its own forward. A
         layer that fuses computes the same values as the two forwards, leaves `after` ready for
-        its backward, and in its own backward applies `after`'s (BatchNorm2D with a ReLU)."""
+        its backward, and in its own backward applies `after`'s (BatchNorm2D with a ReLU), or
+        leaves its own to `after` (ReLU with a MaxPool2D)."""
         return None
 
     def clear_cache(self) -> None:

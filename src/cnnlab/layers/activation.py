@@ -11,6 +11,7 @@ import numpy as np
 from cnnlab import kernels
 from cnnlab.core import Layer, Parameter, Shape, ShapeError
 from cnnlab.layers._window import positive_int
+from cnnlab.layers.pool import MaxPool2D
 from cnnlab.runtime import threads
 
 
@@ -94,10 +95,23 @@ class ReLU(_Elementwise):
         # one compiled pass per thread (kernels.relu_grad), or a multiply by the mask
         return threads.elementwise(kernels.relu_grad, dy, dy, y)
 
+    def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
+        """This layer and a MaxPool2D after it (2×2 windows, stride 2) in one (Layer.forward_fused):
+        the pooling first, then max(0, ·) on a quarter of the values, the same results
+        (MaxPool2D.rectified). In training the pool's backward multiplies dy by [y > 0] and this
+        layer's backward hands dy on. None for any other layer after, or other pooling."""
+        if not isinstance(after, MaxPool2D):
+            return None
+        y = after.rectified(self._check_input(x), training=training)
+        if y is not None and training:
+            self.fused()
+        return y
+
     def fused(self) -> None:
-        """Called by the layer before when it computed this ReLU within its own training
-        forward (Layer.forward_fused, BatchNorm2D): the next backward hands dy on unchanged, the
-        layer before multiplying it by [y > 0] inside its own backward passes."""
+        """Called when a neighbour computed this ReLU within its own training forward
+        (Layer.forward_fused: BatchNorm2D before it, or this layer's own with a MaxPool2D after
+        it): the next backward hands dy on unchanged, the neighbour multiplying it by [y > 0]
+        inside its own backward."""
         self._cache = _APPLIED_BEFORE
 
 

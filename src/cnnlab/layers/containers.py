@@ -130,8 +130,8 @@ class Sequential(Layer):
         with threads.single_blas():  # cnnlab's threads split the work (cnnlab.runtime.threads)
             while i < len(layers):
                 # a layer and the next in one pass where they fuse (Layer.forward_fused):
-                # BatchNorm2D + ReLU; never when either forward is wrapped (a recording
-                # hook, cnnlab.viz.activations) and would be skipped
+                # BatchNorm2D + ReLU, ReLU + MaxPool2D; never when either forward is wrapped
+                # (a recording hook, cnnlab.viz.activations) and would be skipped
                 y = None
                 if i + 1 < len(layers) and not _wrapped(layers[i]) and not _wrapped(layers[i + 1]):
                     y = layers[i].forward_fused(layers[i + 1], x, training=training)

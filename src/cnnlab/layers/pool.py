@@ -7,6 +7,7 @@ import numpy as np
 from cnnlab import kernels, shapes
 from cnnlab.core import Layer, Shape, ShapeError
 from cnnlab.layers._window import WindowLayer
+from cnnlab.runtime import threads
 
 
 class _Pool(WindowLayer):
@@ -40,6 +41,8 @@ class MaxPool2D(_Pool):
                ties); overlapping windows add. The cache is x and y themselves, no argmax array;
                for 2×2 windows with stride 2 (the usual case) two bool masks of where each
                window's maximum sits (kernels.maxpool2x2_forward), a faster path.
+    A ReLU just before a 2×2/2 MaxPool2D in a Sequential runs after the pooling instead, on a
+    quarter of the values, with the same results (rectified, ReLU.forward_fused).
 
     Shape:
         x: (N, C, H, W)    y: (N, C, H_out, W_out),  H_out = (H − F + 2P)/S + 1
@@ -50,24 +53,47 @@ class MaxPool2D(_Pool):
     """
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
-        x = self._check_input(x)
+        x2 = self._to_2d(self._check_input(x))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
-        x2 = self._to_2d(x)
         if kernels.maxpool2x2_applies(x2, kh, kw, stride, pad):  # the common 2×2/2: fast path
-            if not training:
-                return self._from_2d(kernels.maxpool2x2_forward(x2))
-            y2, masks = kernels.maxpool2x2_forward(x2, masks=True)
-            self._cache = ("2x2", x2.shape[0], masks)
-            return self._from_2d(y2)
+            return self._pool2x2(x2, training, rectify=False)
         y2 = kernels.maxpool_forward(x2, kh, kw, stride, pad)
         if training:
-            self._cache = ("any", x2, y2)  # references, not copies: backward finds the argmax again
+            # references, not copies: backward finds the argmax again
+            self._cache = ("any", x2, y2, None)
+        return self._from_2d(y2)
+
+    def rectified(self, x: np.ndarray, *, training: bool = False) -> np.ndarray | None:
+        """max(0, forward(x)) for a ReLU before this layer (ReLU.forward_fused), or None where
+        the 2×2/2 fast path does not apply. max(0, ·) commutes with max, so pooling first leaves
+        a quarter of the values to rectify, and backward multiplies dy by [y > 0] before routing
+        it. Bit for bit the two layers' results: where a window's maximum is > 0 it sits where
+        the maximum of max(0, x) does, and where it is ≤ 0 every dx of the window is dy·0
+        either way (tests/test_fusion.py)."""
+        x2 = self._to_2d(self._check_input(x))
+        (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
+        if not kernels.maxpool2x2_applies(x2, kh, kw, stride, pad):
+            return None
+        return self._pool2x2(x2, training, rectify=True)
+
+    def _pool2x2(self, x2: np.ndarray, training: bool, rectify: bool) -> np.ndarray:
+        masks = None
+        if training:
+            y2, masks = kernels.maxpool2x2_forward(x2, masks=True)
+        else:
+            y2 = kernels.maxpool2x2_forward(x2)
+        if rectify:  # as ReLU.forward computes it
+            y2 = threads.elementwise(lambda out, a: np.maximum(a, 0, out=out), y2, y2)
+        if training:
+            self._cache = ("2x2", x2.shape[0], masks, y2 if rectify else None)
         return self._from_2d(y2)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        path, a, b = self._take_cache()
+        path, a, b, rectified = self._take_cache()
         n = a if path == "2x2" else a.shape[0]
         dy = self._check_grad(dy, (n, *self.out_shape))
+        if rectified is not None:  # the ReLU before, fused (rectified): dy·[y > 0] first
+            dy = threads.elementwise(kernels.relu_grad, dy, dy, self._from_2d(rectified))
         if path == "2x2":
             return self._from_2d(kernels.maxpool2x2_backward(self._to_2d(dy), b))
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
