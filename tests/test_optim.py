@@ -401,3 +401,74 @@ def test_lr_set_between_steps_is_validated():
     opt.lr = -1.0
     with pytest.raises(ValueError, match=re.escape("SGD: lr must be a finite number ≥ 0. Received: lr=-1.0")):
         opt.step()
+
+
+class _Params(cl.Layer):
+    """A bare layer holding parameters of given shapes, for driving an optimizer by hand."""
+
+    def __init__(self, shapes, dtype) -> None:
+        super().__init__()
+        rng = np.random.default_rng(3)
+        self.params = {f"p{i}": cl.Parameter(rng.standard_normal(s).astype(dtype))
+                       for i, s in enumerate(shapes)}
+
+    def parameters(self):
+        return self.params
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("settings", [
+    {}, {"momentum": 0.9}, {"momentum": 0.9, "weight_decay": 5e-4},
+    {"momentum": 0.8, "dampening": 0.3, "weight_decay": 1e-2},
+    {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, {"weight_decay": 0.1},
+], ids=["plain", "momentum", "decay", "dampening", "nesterov", "decay-only"])
+def test_sgd_compiled_update_equals_numpy_bit_for_bit(dtype, settings, n_threads, monkeypatch):
+    """kernels.sgd_update against SGD's NumPy expressions: 4 steps on a large parameter (split
+    over the threads), a small one, and values that test the roundings (NaN, ±inf, ±0, tiny),
+    with a group of its own lr scale and decay."""
+    from cnnlab.kernels import compiled
+
+    shapes = [(300, 1000), (7, 3), (64,)]
+    runs = []
+    for on in (True, False):
+        monkeypatch.setattr(compiled, "HAVE_NUMBA", on)
+        model = _Params(shapes, dtype)
+        small = model.params["p1"].data
+        small[0] = [np.nan, np.inf, -np.inf]
+        small[1] = [0.0, -0.0, 1e-30]
+        groups = [{"params": ["p2"], "lr_scale": 0.37, "weight_decay": 0.02}]
+        opt = cl.optim.SGD(model, lr=0.05, groups=groups, **settings)
+        rng = np.random.default_rng(4)
+        for _ in range(4):
+            for p in model.params.values():
+                p.grad = rng.standard_normal(p.shape).astype(dtype)
+            model.params["p1"].grad[1] = [-0.0, 0.0, -1e-30]
+            big = model.params["p0"]
+            assert cl.kernels.sgd_applies(big.data, big.grad, None) == on  # the loop runs
+            with np.errstate(invalid="ignore", over="ignore"):
+                opt.step()
+            opt.lr *= 0.9
+        runs.append(([p.data.copy() for p in model.params.values()],
+                     {k: v.copy() for s in opt.state.values() for k, v in s.items()}))
+    (ours, our_state), (ref, ref_state) = runs
+    for a, b in zip(ours, ref, strict=True):
+        assert a.dtype == b.dtype == dtype
+        assert a.tobytes() == b.tobytes()
+    assert our_state.keys() == ref_state.keys()
+    for k in ref_state:
+        assert our_state[k].tobytes() == ref_state[k].tobytes(), k
+
+
+def test_sgd_takes_numpy_expressions_for_arrays_the_loop_does_not_take(monkeypatch):
+    """A grad in another memory order (a transposed view) or a momentum buffer restored as a
+    non-contiguous array: the NumPy path, the same result."""
+    from cnnlab import kernels
+
+    model = _Params([(40, 30)], np.float32)
+    p = model.params["p0"]
+    g = np.asfortranarray(np.random.default_rng(5).standard_normal((40, 30)).astype(np.float32))
+    assert not kernels.sgd_applies(p.data, g, None)
+    expected = p.data - np.float32(0.1) * g
+    p.grad = g
+    cl.optim.SGD(model, lr=0.1).step()
+    assert p.data.tobytes() == expected.tobytes()

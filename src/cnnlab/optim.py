@@ -16,7 +16,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cnnlab import param_groups
+from cnnlab import kernels, param_groups
+from cnnlab.clip import clip_grad_norm
 from cnnlab.core import Layer
 from cnnlab.schedules import (
     ConstantLR,
@@ -114,17 +115,25 @@ class Optimizer:
             g = np.asarray(p.grad).astype(p.data.dtype, copy=False)
             scale, decay = self.settings(name, p)
             lr_p = lr * scale  # × 1.0 without groups: exactly lr
-            if decay and not self._decoupled:
-                g = g + decay * p.data
-            elif decay:  # AdamW: p ← p·(1 − lr·λ) before the rule
-                p.data *= 1 - lr_p * decay
             t = self.param_steps.get(name, 0) + 1
-            self._update(p.data, g, self.state.setdefault(name, {}), t, lr_p)
+            state = self.state.setdefault(name, {})
+            if self._decoupled or not self._update_compiled(p.data, g, state, lr_p, decay):
+                if decay and not self._decoupled:
+                    g = g + decay * p.data
+                elif decay:  # AdamW: p ← p·(1 − lr·λ) before the rule
+                    p.data *= 1 - lr_p * decay
+                self._update(p.data, g, state, t, lr_p)
             self.param_steps[name] = t
         self.iterations += 1
 
     def _update(self, p: np.ndarray, g: np.ndarray, state: dict, t: int, lr: float) -> None:
         raise NotImplementedError
+
+    def _update_compiled(self, p: np.ndarray, g: np.ndarray, state: dict, lr: float,
+                         decay: float) -> bool:
+        """The L2 decay and _update as one compiled pass, the same bits; False (the default)
+        where there is none and the NumPy expressions run."""
+        return False
 
     @staticmethod
     def _buffer(state: dict, slot: str, p: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -230,6 +239,18 @@ class SGD(Optimizer):
         if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
             raise ValueError("SGD: nesterov requires momentum > 0 and dampening = 0. "
                              f"Received: momentum={momentum!r}, dampening={dampening!r}")
+
+    def _update_compiled(self, p, g, state, lr, decay):
+        """kernels.sgd_update: one pass instead of six, the same bits."""
+        v = state.get("momentum_buffer") if self.momentum else None
+        first = bool(self.momentum) and v is None
+        if not kernels.sgd_applies(p, g, v):
+            return False
+        if first:
+            v = state["momentum_buffer"] = np.empty_like(p)
+        kernels.sgd_update(p, g, v, decay=decay, momentum=self.momentum,
+                           dampening=self.dampening, nesterov=self.nesterov, lr=lr, first=first)
+        return True
 
     def _update(self, p, g, state, t, lr):
         if self.momentum:
@@ -367,32 +388,7 @@ class AdaGrad(Optimizer):
         p -= (lr / (1 + (t - 1) * self.lr_decay)) * (g / (np.sqrt(s) + self.eps))
 
 
-def clip_grad_norm(model: Layer, max_norm: float, *, error_if_nonfinite: bool = False) -> float:
-    """Rescales all trainable grads together so their global L2 norm is at most max_norm.
-
-        ‖g‖ = √(Σ_params Σ g²)   (in float64)
-        g ← g · max_norm/(‖g‖ + 10⁻⁶)   when that factor is < 1
-    Returns ‖g‖ before clipping, as torch.nn.utils.clip_grad_norm_. A NaN or infinite norm
-    raises RuntimeError if error_if_nonfinite, else is returned with the grads left as they are.
-    """
-    max_norm = _number("clip_grad_norm", "max_norm", max_norm, open_low=True)
-    grads = [p.grad for p in model.parameters().values() if p.trainable and p.grad is not None]
-    if not grads:
-        raise RuntimeError("clip_grad_norm: no trainable parameter has a gradient. "
-                           "Call model.backward first: model.backward(loss.backward()).")
-    norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads))
-    if not math.isfinite(norm):
-        if error_if_nonfinite:
-            raise RuntimeError(f"clip_grad_norm: the gradient norm is {norm}; training has diverged "
-                               "(lower the learning rate or check the inputs).")
-        return norm
-    scale = max_norm / (norm + 1e-6)
-    if scale < 1:
-        for g in grads:
-            g *= scale
-    return norm
-
-
-# the schedules live in cnnlab.schedules and are re-exported: cl.optim.StepLR etc.
+# the schedules live in cnnlab.schedules and clip_grad_norm in cnnlab.clip, re-exported here:
+# cl.optim.StepLR, cl.optim.clip_grad_norm etc.
 __all__ = ["SGD", "AdaGrad", "Adam", "AdamW", "ConstantLR", "CosineLR", "ExponentialLR", "OneCycleLR",
            "Optimizer", "RMSProp", "Schedule", "StepLR", "clip_grad_norm"]

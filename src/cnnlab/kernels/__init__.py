@@ -17,9 +17,10 @@ strides. The layers (cnnlab.layers) are thin classes around them.
     winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
     pointwise.py  ReLU's backward in one compiled pass (Numba), NumPy's two otherwise
+    update.py     SGD's update of a parameter in one compiled pass, NumPy's exact roundings
     batchnorm.py  batch normalisation's training passes over channel rows, compiled (Numba)
     compiled.py   Numba found, its flags, and the compilation of every compiled loop (direct,
-                  winograd, batchnorm, pool2x2, pointwise)
+                  winograd, batchnorm, pool2x2, pointwise, update)
     transpose.py  the transposed convolution: col2im of W_matᵀ·X forward, im2col of dy backward
     pool.py       max and average pooling over any window
     pool2x2.py    the 2×2/2 max pooling fast path (one compiled pass with Numba)
@@ -81,6 +82,7 @@ from cnnlab.kernels.same import (
     im2col_same,
 )
 from cnnlab.kernels.transpose import conv_transpose_backward, conv_transpose_forward
+from cnnlab.kernels.update import sgd_applies, sgd_update
 from cnnlab.kernels.wide import (
     conv_backward_wide,
     conv_forward_wide,
@@ -110,5 +112,5 @@ __all__ = [
     "avgpool_counts",
     # issue 19: the Winograd path, BatchNorm's and ReLU's compiled passes
     "conv_backward_winograd", "conv_forward_winograd", "conv_winograd_applies",
-    "batchnorm", "batchnorm_compiled", "relu_grad",
+    "batchnorm", "batchnorm_compiled", "relu_grad", "sgd_applies", "sgd_update",
 ]

@@ -17,15 +17,17 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 
-def compile_loops(*fns):
-    """fns compiled by Numba (nogil, the flags above), loaded from its disk cache when there.
-    Where Numba finds no folder it may write its cache to (a read-only install and home), they
-    are compiled in this process instead. Callers keep the result (functools.cache)."""
+def compile_loops(*fns, exact: bool = False):
+    """fns compiled by Numba (nogil, the flags above; none with exact=True, for a loop that must
+    round as NumPy's expressions do), loaded from its disk cache when there. Where Numba finds
+    no folder it may write its cache to (a read-only install and home), they are compiled in
+    this process instead. Callers keep the result (functools.cache)."""
     import numba
 
+    flags = False if exact else FASTMATH
     try:
-        jit = numba.njit(nogil=True, fastmath=FASTMATH, cache=True)
+        jit = numba.njit(nogil=True, fastmath=flags, cache=True)
         return tuple(jit(fn) for fn in fns)
     except RuntimeError:  # Numba's "cannot cache function ...: no locator available"
-        jit = numba.njit(nogil=True, fastmath=FASTMATH)
+        jit = numba.njit(nogil=True, fastmath=flags)
         return tuple(jit(fn) for fn in fns)
