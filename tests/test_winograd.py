@@ -7,6 +7,8 @@ count: tests/test_threads.py)."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ from cnnlab.kernels import (
     conv_winograd_applies,
     winograd,
 )
+from cnnlab.runtime import threads
 from tests.gradcheck import check_layer
 from tests.test_direct import path_of, pytorch_pairs, reference
 
@@ -51,6 +54,61 @@ def test_winograd_equals_im2col_and_col2im_in_float64(n, c, k, h, w, rng, n_thre
     no_dx = conv_backward_winograd(dy, saved, weight, input_grad=False, bias_grad=False)
     assert no_dx[1] is None and no_dx[2] is None
     np.testing.assert_array_equal(no_dx[0], got[1])
+
+
+@pytest.mark.parametrize("n, c, k, h, w", [(5, 16, 32, 14, 14), (3, 17, 40, 9, 7), (1, 3, 8, 4, 5)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kept_tiles_give_the_bits_of_recomputed_ones(n, c, k, h, w, dtype, rng, n_threads,
+                                                     monkeypatch):
+    """keep_tiles=True: backward reads the forward's V instead of transforming x again, the
+    same dW, db and dx bit for bit, with dx and without; and a thread count changed between
+    forward and backward (other chunks) falls back to recomputing."""
+    monkeypatch.setattr(winograd, "CHUNK_VALUES", 4096)  # several chunks
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((n, k, h, w)).astype(dtype)
+    for input_grad in (True, False):
+        y, saved = conv_forward_winograd(x, weight, None)
+        expected = conv_backward_winograd(dy, saved, weight, input_grad=input_grad)
+        y_kept, kept = conv_forward_winograd(x, weight, None, keep_tiles=True)
+        assert isinstance(kept, winograd.Kept) and len(kept.planes) == len(kept.spans) >= min(n, 2)
+        assert y_kept.tobytes() == y.tobytes()
+        got = conv_backward_winograd(dy, kept, weight, input_grad=input_grad)
+        for name, a, b in zip(("dW", "db", "dx"), got, expected, strict=True):
+            assert (a is None) == (b is None) and (a is None or a.tobytes() == b.tobytes()), name
+    _, kept = conv_forward_winograd(x, weight, None, keep_tiles=True)
+    other = 3 - threads.num_threads()  # 1 ↔ 2
+    with _threads(other):
+        got = conv_backward_winograd(dy, kept, weight)
+        expected = conv_backward_winograd(dy, conv_forward_winograd(x, weight, None)[1], weight)
+    for a, b in zip(got, expected, strict=True):
+        assert a.tobytes() == b.tobytes()
+
+
+def _threads(count):
+    @contextlib.contextmanager
+    def using():
+        before = threads.num_threads()
+        threads.set_num_threads(count)
+        try:
+            yield
+        finally:
+            threads.set_num_threads(before)
+
+    return using()
+
+
+def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng):
+    """Conv2D keeps V in training when 2·C ≤ K (fmnist-cnn's 32 → 64), not otherwise (ResNet's
+    32 → 32), and never in inference."""
+    x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
+    for filters, keeps in ((64, True), (32, False)):
+        model = cl.Sequential([cl.Conv2D(filters, 3, padding=1)], input_shape=(32, 14, 14))
+        conv = model.layers[0]
+        assert conv._path() == "winograd"
+        conv.forward(x, training=True)
+        assert isinstance(conv._cache[1], winograd.Kept) == keeps
+        conv.backward(np.ones((2, filters, 14, 14), np.float32))
 
 
 @pytest.mark.parametrize("c, k, size", [(16, 32, 28), (64, 64, 14), (128, 128, 8), (64, 128, 9)])

@@ -29,6 +29,7 @@ paths (conv_winograd_applies is False).
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -230,11 +231,23 @@ def _padded(xc: np.ndarray, n0: int, n1: int, th: int, tw: int) -> np.ndarray:
     return xp
 
 
-def conv_forward_winograd(x: np.ndarray, weight: np.ndarray,
-                          bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+class Kept(NamedTuple):
+    """What conv_forward_winograd(keep_tiles=True) leaves for backward: x as (C, N, H, W) memory,
+    the chunks, and each chunk's V memory (_planes), which backward then reads instead of
+    transforming the input again."""
+
+    xc: np.ndarray
+    spans: list[tuple[int, int]]
+    planes: list[np.ndarray]
+
+
+def conv_forward_winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                          keep_tiles: bool = False) -> tuple[np.ndarray, np.ndarray | Kept]:
     """y = x ⋆ weight + bias for a 3×3 kernel, stride 1, padding 1 (conv_winograd_applies).
-    Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and x as (C, N, H, W) memory (no
-    copy when x is what a convolution handed on), which backward needs.
+    Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and what backward needs: x as
+    (C, N, H, W) memory (no copy when x is what a convolution handed on), or with keep_tiles a
+    Kept that also holds the transformed input V (16·C values per tile, 4× x's size for even
+    H and W), so that backward skips its padded copy and input transform, the same bits.
     Shape: x (N, C, H, W), weight (K, C, 3, 3)."""
     xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
     c, n, h, w = xc.shape
@@ -244,25 +257,30 @@ def conv_forward_winograd(x: np.ndarray, weight: np.ndarray,
     b = np.zeros(k, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
     fwd, out, _, _ = loops()
     y = np.empty((k, n, h, w), x.dtype)
+    spans = _chunk_spans(n, c + k, th * tw)
+    planes = [None] * len(spans)
 
-    def chunk(span):
-        n0, n1 = span
+    def chunk(i):
+        n0, n1 = spans[i]
         tiles = (n1 - n0) * th * tw
         v, v3 = _planes(c, tiles, x.dtype)
         fwd(_padded(xc, n0, n1, th, tw), v, tiles)
         mm, mm3 = _planes(k, tiles, x.dtype)
         np.matmul(u, v3, out=mm3)
         out(mm, tiles, y, b, n0)
+        planes[i] = v
 
-    map_chunks(chunk, _chunk_spans(n, c + k, th * tw))
-    return y.transpose(1, 0, 2, 3), xc
+    map_chunks(chunk, range(len(spans)))
+    return y.transpose(1, 0, 2, 3), Kept(xc, spans, planes) if keep_tiles else xc
 
 
-def conv_backward_winograd(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray,
+def conv_backward_winograd(dy: np.ndarray, saved: np.ndarray | Kept, weight: np.ndarray,
                            input_grad: bool = True, bias_grad: bool = True):
-    """Gradients of conv_forward_winograd: (dW, db, dx), dx None when input_grad is False and
-    db None when bias_grad is False. Per chunk: V recomputed from xc, dM from dy, dU = dM·Vᵀ
-    (added over the chunks in order), and dx from dV = Uᵀ·dM."""
+    """Gradients of conv_forward_winograd from what it saved: (dW, db, dx), dx None when
+    input_grad is False and db None when bias_grad is False. Per chunk: V (kept, or recomputed
+    from xc), dM from dy, dU = dM·Vᵀ (added over the chunks in order), and dx from dV = Uᵀ·dM."""
+    kept = saved if isinstance(saved, Kept) else None
+    xc = saved if kept is None else kept.xc
     k, c = weight.shape[:2]
     _, n, h, w = xc.shape
     th, tw = _tiles(h, w)
@@ -274,22 +292,30 @@ def conv_backward_winograd(dy: np.ndarray, xc: np.ndarray, weight: np.ndarray,
     if (h, w) != (2 * th, 2 * tw):  # odd: dy padded with zeros to whole tiles
         dyp = np.zeros((k, n, 2 * th, 2 * tw), dy.dtype)
         dyp[:, :, :h, :w] = dy_k
+    spans = _chunk_spans(n, c + k, th * tw)
+    if kept is not None and kept.spans != spans:  # another thread count since the forward
+        kept = None
 
     def part(i, span, dy_chunk):
         n0, n1 = span
         tiles = (n1 - n0) * th * tw
-        xp = _padded(xc, n0, n1, th, tw)
-        v, v3 = _planes(c, tiles, dy.dtype)
-        fwd(xp, v, tiles)
+        if kept is None:
+            xp = _padded(xc, n0, n1, th, tw)
+            v, v3 = _planes(c, tiles, dy.dtype)
+            fwd(xp, v, tiles)
+        else:
+            v, xp = kept.planes[i], None
+            v3 = v[:, : c * tiles].reshape(16, c, tiles)
         dm, dm3 = _planes(k, tiles, dy.dtype)
         grad(dyp, dm, tiles, n0)
         du = np.matmul(dm3, v3.transpose(0, 2, 1))
         if input_grad:
             np.matmul(u_t, dm3, out=v3)  # dV, in V's memory
-            adjoint(v, tiles, xp)  # dx, in the padded input's memory
+            if xp is None:
+                xp = np.empty((c, n1 - n0, 2 * th + 2, 2 * tw + 2), dy.dtype)
+            adjoint(v, tiles, xp)  # dx, in the padded input's memory (overwritten)
             dx[:, n0:n1] = xp[:, :, 1 : h + 1, 1 : w + 1]
         return du
 
-    spans = _chunk_spans(n, c + k, th * tw)
     du, db = conv_backward_chunks(dy_k.transpose(1, 0, 2, 3), spans, part, bias_grad)
     return filter_grad(du), db, None if dx is None else dx.transpose(1, 0, 2, 3)

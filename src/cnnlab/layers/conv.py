@@ -175,7 +175,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         if path == "direct":
             y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias)
         elif path == "winograd":
-            y, saved = kernels.conv_forward_winograd(self._to_2d(x), self.weight.data, bias)
+            # training keeps the transformed input for backward where it costs at most twice
+            # the output (2·C ≤ K: V is 4·C values per pixel): fmnist-cnn's 32 → 64, not ResNet's
+            keep = training and 2 * self.input_shape[0] <= self.filters
+            y, saved = kernels.conv_forward_winograd(self._to_2d(x), self.weight.data, bias, keep)
         elif path == "same":
             y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
         elif path == "wide":
