@@ -259,6 +259,42 @@ def test_dropout_rng_state_restores_the_mask():
     np.testing.assert_array_equal(layer.forward(x, training=True), first)
 
 
+@pytest.mark.parametrize("bits", [np.random.PCG64, np.random.PCG64DXSM, np.random.Philox,
+                                  np.random.MT19937])
+@pytest.mark.parametrize("before", [0, 1, 4], ids=["fresh", "half-draw-kept", "even"])
+@pytest.mark.parametrize("n", [1 << 18, (1 << 18) + 1, 128 * 6272 + 3])
+def test_uniform_draws_split_over_threads_equal_one_draw(bits, before, n, n_threads):
+    """Dropout's masks drawn by the threads from advanced copies of its Generator: the values
+    rng.random(dtype=float32) gives, and the state after (the next float32 and float64 draws
+    equal), whether a half of a 64-bit draw was kept from before or not."""
+    from cnnlab.layers.dropout import uniform_float32
+
+    ours, ref = np.random.Generator(bits(11)), np.random.Generator(bits(11))
+    ours.random(before, dtype=np.float32)
+    ref.random(before, dtype=np.float32)
+    got = uniform_float32(ours, (n,))
+    assert got.dtype == np.float32 and got.tobytes() == ref.random(n, dtype=np.float32).tobytes()
+    for dtype in (np.float32, np.float32, np.float64):
+        assert ours.random(3, dtype=dtype).tobytes() == ref.random(3, dtype=dtype).tobytes()
+
+
+def test_a_dropout_mask_is_the_same_on_one_thread_and_two(rng):
+    from cnnlab.runtime import threads
+
+    x = rng.standard_normal((64, 128, 7, 7)).astype(np.float32)
+    runs = []
+    for count in (1, 2):
+        before = threads.num_threads()
+        threads.set_num_threads(count)
+        try:
+            layer = cl.Sequential([cl.Dropout(0.25)], input_shape=x.shape[1:], seed=3).layers[0]
+            runs.append((layer.forward(x, training=True).tobytes(),
+                         layer.rng.bit_generator.state["state"]))
+        finally:
+            threads.set_num_threads(before)
+    assert runs[0] == runs[1]
+
+
 @pytest.mark.parametrize("rate", [1, 1.0, 1.5, -0.1, float("nan"), True, "0.5", None])
 def test_dropout_validates_rate(rate):
     with pytest.raises(ValueError, match=r"Dropout: rate .* must be a number in \[0, 1\)\. Received: rate="):

@@ -8,6 +8,35 @@ import numbers
 import numpy as np
 
 from cnnlab.core import Layer, Shape
+from cnnlab.runtime.threads import map_chunks, num_threads
+
+
+def uniform_float32(rng: np.random.Generator, shape) -> np.ndarray:
+    """rng.random(shape, dtype=np.float32), the same values and the same state of rng after, drawn
+    by cnnlab's threads when large (2¹⁸ values and more) and rng's bit generator is PCG64 (the
+    default) or PCG64DXSM: each thread draws its part from a copy advanced to where that part
+    begins. Each float32 takes 32 bits of a 64-bit draw (the low half, then the high half kept
+    for the next value), so every part but the first starts on a whole draw. Other generators
+    (Philox advances in blocks of four draws; MT19937 cannot) draw on one thread."""
+    bits, n, count = rng.bit_generator, int(np.prod(shape)), num_threads()
+    if count == 1 or n < 1 << 18 or not isinstance(bits, np.random.PCG64 | np.random.PCG64DXSM):
+        return rng.random(shape, dtype=np.float32)
+    state = bits.state
+    half = int(state["has_uint32"])  # 1: the first value takes the half already drawn
+    starts = [0, *(half + 2 * ((n * t // count - half) // 2) for t in range(1, count)), n]
+    out = np.empty(n, np.float32)
+    parts = [rng]
+    for start in starts[1:-1]:
+        copy = type(bits)()
+        copy.state = state
+        parts.append(np.random.Generator(copy.advance((start - half) // 2)))
+
+    def draw(t):
+        parts[t].random(out=out[starts[t]:starts[t + 1]], dtype=np.float32)
+
+    map_chunks(draw, range(count))
+    bits.state = parts[-1].bit_generator.state
+    return out.reshape(shape)
 
 
 class _Drop(Layer):
@@ -48,6 +77,7 @@ class Dropout(_Drop):
     Shape: x: (N, *dims) → y: same; no parameters.
     Randomness: `build` spawns the layer's own Generator, `self.rng`, from the model's, so a model
     built with a seed draws the same masks; `rng.bit_generator.state` saves and restores it.
+    Large masks are drawn by cnnlab's threads (uniform_float32): the same masks on any count.
     Args:
         rate: p, the probability of dropping a value, 0 ≤ p < 1 (0 keeps everything).
     """
@@ -57,7 +87,7 @@ class Dropout(_Drop):
         if not training:
             return x
         # P(keep) = 1 − rate; float32 draws are twice as fast as float64; bool: 1 byte a value
-        mask = self.rng.random(x.shape, dtype=np.float32) >= np.float32(self.rate)
+        mask = uniform_float32(self.rng, x.shape) >= np.float32(self.rate)
         self._cache = mask
         y = x * mask
         y /= 1 - self.rate
