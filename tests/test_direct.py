@@ -180,7 +180,7 @@ def test_without_a_writable_cache_folder_the_loops_compile_in_the_process(monkey
         return plain_njit(**options)
 
     monkeypatch.setattr(numba, "njit", njit)
-    correlate, weight_grad = direct.loops.__wrapped__()
+    correlate = direct.loops.__wrapped__()[0]
     x = rng.standard_normal((3, 40))
     w = rng.standard_normal((2, 3, 3, 3))
     out = np.empty((2, 20))
@@ -188,3 +188,24 @@ def test_without_a_writable_cache_folder_the_loops_compile_in_the_process(monkey
     expected = [sum(w[k, c, u, v] * x[c, p + 6 * u + v] for c in range(3) for u in range(3)
                     for v in range(3)) for k in range(2) for p in range(20)]
     np.testing.assert_allclose(out.reshape(-1), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("c, k", [(16, 16), (4, 6), (3, 32), (1, 16), (5, 7)])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_weight_gradient_by_filter_pairs_and_which_layers_take_it(c, k, dtype, tol, rng,
+                                                                   monkeypatch):
+    """dW two filters at a time (weight_grad3x3_pairs) where K is even and C ≥ 4, the one-filter
+    loop otherwise (first layers keep their bits): each equal to the other within rounding."""
+    x = rng.standard_normal((5, c, 9, 11)).astype(dtype)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((5, k, 9, 11)).astype(dtype)
+    _, xp = direct.conv_forward_direct(x, weight, None)
+    got = direct.conv_backward_direct(dy, xp, weight)
+    monkeypatch.setattr(direct, "FIRST_LAYER_CHANNELS", 10**9)  # the one-filter loop everywhere
+    single = direct.conv_backward_direct(dy, xp, weight)
+    pairs = k % 2 == 0 and c >= 4
+    if not pairs:
+        assert got[0].tobytes() == single[0].tobytes()
+    np.testing.assert_allclose(got[0], single[0], rtol=0, atol=tol * np.abs(single[0]).max())
+    for a, b in zip(got[1:], single[1:], strict=True):  # db and dx: the same loops
+        assert a.tobytes() == b.tobytes()
