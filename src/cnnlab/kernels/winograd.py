@@ -258,7 +258,7 @@ def conv_forward_winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | 
     fwd, out, _, _ = loops()
     y = np.empty((k, n, h, w), x.dtype)
     spans = _chunk_spans(n, c + k, th * tw)
-    planes = [None] * len(spans)
+    planes = [None] * len(spans) if keep_tiles else None
 
     def chunk(i):
         n0, n1 = spans[i]
@@ -268,7 +268,8 @@ def conv_forward_winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | 
         mm, mm3 = _planes(k, tiles, x.dtype)
         np.matmul(u, v3, out=mm3)
         out(mm, tiles, y, b, n0)
-        planes[i] = v
+        if keep_tiles:
+            planes[i] = v
 
     map_chunks(chunk, range(len(spans)))
     return y.transpose(1, 0, 2, 3), Kept(xc, spans, planes) if keep_tiles else xc
