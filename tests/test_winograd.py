@@ -76,9 +76,12 @@ def test_kept_tiles_give_the_bits_of_recomputed_ones(n, c, k, h, w, dtype, rng, 
         got = conv_backward_winograd(dy, kept, weight, input_grad=input_grad)
         for name, a, b in zip(("dW", "db", "dx"), got, expected, strict=True):
             assert (a is None) == (b is None) and (a is None or a.tobytes() == b.tobytes()), name
+    monkeypatch.setattr(winograd, "CHUNK_VALUES", 1 << 20)  # 1 chunk on 1 thread, 2 on 2
     _, kept = conv_forward_winograd(x, weight, None, keep_tiles=True)
     other = 3 - threads.num_threads()  # 1 ↔ 2
     with _threads(other):
+        if n > 1:  # other chunks than the forward's: backward recomputes V
+            assert winograd._chunk_spans(n, c + k, -(-h // 2) * -(-w // 2)) != kept.spans
         got = conv_backward_winograd(dy, kept, weight)
         expected = conv_backward_winograd(dy, conv_forward_winograd(x, weight, None)[1], weight)
     for a, b in zip(got, expected, strict=True):
@@ -98,9 +101,17 @@ def _threads(count):
     return using()
 
 
-def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng):
+def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng, monkeypatch):
     """Conv2D keeps V in training when 2·C ≤ K (fmnist-cnn's 32 → 64), not otherwise (ResNet's
     32 → 32), and never in inference."""
+    asked = []
+    forward = cl.kernels.conv_forward_winograd
+
+    def recording(x, weight, bias, keep_tiles=False):
+        asked.append(keep_tiles)
+        return forward(x, weight, bias, keep_tiles)
+
+    monkeypatch.setattr(cl.kernels, "conv_forward_winograd", recording)
     x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
     for filters, keeps in ((64, True), (32, False)):
         model = cl.Sequential([cl.Conv2D(filters, 3, padding=1)], input_shape=(32, 14, 14))
@@ -109,6 +120,8 @@ def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng):
         conv.forward(x, training=True)
         assert isinstance(conv._cache[1], winograd.Kept) == keeps
         conv.backward(np.ones((2, filters, 14, 14), np.float32))
+        conv.forward(x)
+    assert asked == [True, False, False, False]
 
 
 @pytest.mark.parametrize("c, k, size", [(16, 32, 28), (64, 64, 14), (128, 128, 8), (64, 128, 9)])
