@@ -22,7 +22,7 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 #: ReLU's cache after a fused training forward (ReLU.fused)
-_APPLIED_BEFORE = "applied by the layer before"
+_APPLIED_ELSEWHERE = "applied by a neighbouring layer"
 
 
 class _Elementwise(Layer):
@@ -89,7 +89,7 @@ class ReLU(_Elementwise):
 
     def backward(self, dy):
         y = self._take_cache()
-        if y is _APPLIED_BEFORE:  # the layer before applies [y > 0] in its own backward
+        if y is _APPLIED_ELSEWHERE:  # a fused neighbour applies [y > 0] in its own backward
             return dy
         dy = self._check_dy(dy, y)
         # one compiled pass per thread (kernels.relu_grad), or a multiply by the mask
@@ -112,7 +112,7 @@ class ReLU(_Elementwise):
         (Layer.forward_fused: BatchNorm2D before it, or this layer's own with a MaxPool2D after
         it): the next backward hands dy on unchanged, the neighbour multiplying it by [y > 0]
         inside its own backward."""
-        self._cache = _APPLIED_BEFORE
+        self._cache = _APPLIED_ELSEWHERE
 
 
 class LeakyReLU(_Elementwise):
