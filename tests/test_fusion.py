@@ -1,7 +1,9 @@
 """Layers fused inside a Sequential (Layer.forward_fused), bit for bit what the two layers compute
 one after the other, in training and inference, with and without the compiled loops:
 BatchNorm + ReLU in one pass where the two layers take two forward and two backward, and
-ReLU + 2×2 MaxPool2D with the pooling first, rectifying a quarter of the values."""
+ReLU + 2×2 MaxPool2D with the pooling first, rectifying a quarter of the values; and in
+inference, a Conv2D applying the BatchNorm2D and ReLU after it to each chunk of its output
+(Conv2D.forward_mapped)."""
 
 from __future__ import annotations
 
@@ -214,7 +216,8 @@ def _digest(model) -> str:
 @pytest.mark.parametrize("name", ["fmnist-cnn", "fmnist-cnn-bn", "resnet8"])
 def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypatch):
     """Three SGD steps of a zoo network: the same weights and running statistics, bit for bit,
-    with its BatchNorm + ReLU and ReLU + MaxPool2D pairs fused and with each layer on its own."""
+    with its BatchNorm + ReLU and ReLU + MaxPool2D pairs fused and with each layer on its own;
+    and the same inference scores with the convolutions applying the maps after them."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 16, 1, 28, 28)).astype(np.float32)
     labels = rng.integers(0, 10, (3, 16))
@@ -224,6 +227,7 @@ def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypa
             for kind in (_BatchNorm, cl.ReLU):
                 monkeypatch.setattr(kind, "forward_fused", lambda self, after, x, training=False:
                                     None)
+                monkeypatch.setattr(kind, "inference_map", lambda self, after: None)
         model, loss = cl.zoo.get(name, seed=0), cl.SoftmaxCrossEntropy()
         opt = cl.optim.SGD(model, lr=0.05, momentum=0.9)
         for xb, yb in zip(x, labels, strict=True):
@@ -233,3 +237,112 @@ def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypa
         scores = model.forward(x[0])
         digests.append((_digest(model), hashlib.sha256(scores.tobytes()).hexdigest()))
     assert digests[0] == digests[1]
+
+
+# ------------------------------------------------ inference: Conv2D applies the maps after it
+_CONVS = {  # (input shape, Conv2D arguments) that take each path (asserted below)
+    "direct": ((3, 9, 10), dict(filters=8, kernel_size=3, padding=1)),
+    "winograd": ((16, 8, 8), dict(filters=24, kernel_size=3, padding=1)),
+    "same": ((8, 10, 10), dict(filters=6, kernel_size=3, stride=2, padding=1, fit="floor")),
+    "wide": ((4, 26, 26), dict(filters=6, kernel_size=3)),
+    "plain": ((2, 7, 9), dict(filters=5, kernel_size=(2, 3), padding=1)),
+    "depthwise": ((6, 8, 8), dict(filters=6, kernel_size=3, padding=1, groups=6)),
+}
+
+
+def _conv_chain(path: str, tail: str, dtype) -> cl.Sequential:
+    """A Conv2D taking `path`, then BatchNorm2D (+ ReLU) with running statistics and γ, β that
+    put whole channels on both sides of 0 (γ = β = 0 on channel 0: its output exactly ±0)."""
+    shape, args = _CONVS[path]
+    after = {"bn": [cl.BatchNorm2D()], "bn-relu": [cl.BatchNorm2D(), cl.ReLU()],
+             "relu": [cl.ReLU()]}[tail]
+    model = cl.Sequential([cl.Conv2D(**args), *after], input_shape=shape, dtype=dtype, seed=3)
+    assert model.layers[0]._path() == path
+    rng = np.random.default_rng(5)
+    for bn in model.layers[1:2]:
+        if isinstance(bn, cl.BatchNorm2D):
+            c = bn.weight.data.size
+            bn.weight.data[...] = np.linspace(0, 2, c) * np.resize([1, -1], c)
+            bn.bias.data[...] = np.linspace(0, -0.5, c)
+            bn.running_mean[...] = rng.standard_normal(c)
+            bn.running_var[...] = rng.uniform(0.2, 3, c)
+    return model
+
+
+@pytest.mark.parametrize("path", list(_CONVS))
+@pytest.mark.parametrize("tail", ["bn", "bn-relu", "relu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv_applying_the_maps_after_it_equals_the_layers(path, tail, dtype, n_threads,
+                                                           monkeypatch):
+    """In inference a Sequential hands the maps of the BatchNorm2D and ReLU after a Conv2D to it
+    (Conv2D.forward_mapped): each conv path applies them chunk by chunk, bit for bit what the
+    layers compute one after the other, NaN and ±inf included."""
+    model = _conv_chain(path, tail, dtype)
+    shape = model.layers[0].input_shape
+    x = np.random.default_rng(7).standard_normal((9, *shape)).astype(dtype) * 2
+    x[0, 0, 1, :3] = [np.nan, np.inf, -np.inf]
+    expected = x
+    with np.errstate(invalid="ignore"):  # ±inf·0 on channel 0 (γ = 0)
+        for layer in model.layers:
+            expected = layer.forward(expected)
+        calls = []
+        mapped = cl.Conv2D.forward_mapped
+        monkeypatch.setattr(cl.Conv2D, "forward_mapped",
+                            lambda self, maps, x: calls.append(len(maps)) or mapped(self, maps, x))
+        y = model.forward(x)
+    assert calls == [len(model.layers) - 1]
+    assert y.shape == expected.shape and y.dtype == expected.dtype
+    np.testing.assert_array_equal(y, expected)
+    assert np.array_equal(np.signbit(y), np.signbit(expected), equal_nan=True)
+    # chunk by chunk: one block per chunk (as many as the threads here), samples in order
+    blocks = []
+    with np.errstate(invalid="ignore"):
+        model.layers[0].forward_mapped([lambda block: blocks.append(block.shape[1])], x)
+    assert sum(blocks) == len(x)
+    assert len(blocks) == (1 if path == "depthwise" else n_threads)
+
+
+def test_the_maps_stop_at_a_layer_without_one_or_a_wrapped_forward():
+    """The run of maps a Conv2D takes: BatchNorm2D and ReLU, up to the first layer without one
+    (Dropout, another Conv2D), never past a wrapped forward, and no ReLU before a MaxPool2D (which
+    rectifies a quarter of the values itself); nothing when the first layer is not a Conv2D."""
+    from cnnlab.layers.containers import _maps_after
+
+    def count(layers):
+        cl.Sequential(layers, input_shape=(4, 8, 8))
+        return len(_maps_after(layers, 0))
+
+    conv = lambda: cl.Conv2D(4, 3, padding=1)  # noqa: E731
+    assert count([conv(), cl.BatchNorm2D(), cl.ReLU(), conv(), cl.BatchNorm2D()]) == 2
+    assert count([conv(), cl.BatchNorm2D(), cl.Dropout(0.5), cl.ReLU()]) == 1
+    assert count([conv(), cl.ReLU(), cl.MaxPool2D(2)]) == 0
+    assert count([conv(), cl.BatchNorm2D(), cl.ReLU(), cl.MaxPool2D(2)]) == 1
+    assert count([conv(), cl.ReLU()]) == 1
+    assert count([cl.BatchNorm2D(), cl.ReLU()]) == 0
+    layers = [conv(), cl.BatchNorm2D(), cl.ReLU()]
+    layers[2].forward = layers[2].forward  # a recording hook wraps it on the instance
+    assert count(layers) == 1
+    layers[0].forward = layers[0].forward
+    assert count(layers) == 0
+
+
+def test_training_forward_takes_no_maps(rng, monkeypatch):
+    """A training forward runs each layer's own (BatchNorm's batch statistics): no maps."""
+    model = _conv_chain("direct", "bn-relu", np.float32)
+    monkeypatch.setattr(cl.Conv2D, "forward_mapped", None)  # would fail if called
+    model.forward(rng.standard_normal((4, 3, 9, 10)).astype(np.float32), training=True)
+
+
+def test_every_conv2d_subclass_with_its_own_forward_takes_no_maps():
+    """forward_mapped runs Conv2D's own forward: a subclass that replaces forward (the locally
+    connected layers) must set it to None, or the maps would run Conv2D's kernels on its
+    weights."""
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    for sub in subclasses(cl.Conv2D):
+        if sub.forward is not cl.Conv2D.forward:
+            assert sub.forward_mapped is None, sub.__name__
+    assert cl.LocallyConnected1D.forward_mapped is None

@@ -107,9 +107,9 @@ def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng, m
     asked = []
     forward = cl.kernels.conv_forward_winograd
 
-    def recording(x, weight, bias, keep_tiles=False):
+    def recording(x, weight, bias, keep_tiles=False, epilogue=None):
         asked.append(keep_tiles)
-        return forward(x, weight, bias, keep_tiles)
+        return forward(x, weight, bias, keep_tiles, epilogue)
 
     monkeypatch.setattr(cl.kernels, "conv_forward_winograd", recording)
     x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)

@@ -84,6 +84,8 @@ class Layer:
         clear_cache()       forget a training forward's cache that will not be consumed
         forward_fused(after, x)  this layer and the next in one pass (BatchNorm + ReLU, ReLU +
                             MaxPool), or None
+        inference_map(after)  this layer's inference forward as an in-place map on chunks of
+                            the layer before's output (BatchNorm2D, ReLU after a Conv2D), or None
     """
 
     #: the initialisation an activation asks of the weighted layer before it ("he", "xavier")
@@ -226,6 +228,16 @@ class Layer:
         layer that fuses computes the same values as the two forwards, leaves `after` ready for
         its backward, and in its own backward applies `after`'s (BatchNorm2D with a ReLU), or
         leaves its own to `after` (ReLU with a MaxPool2D)."""
+        return None
+
+    def inference_map(self, after: Layer | None):
+        """This layer's inference forward as a function that maps a block of its input in
+        place, or None (the default). The block is (C, n, …): channels first, any n samples of
+        the batch. A Sequential hands the maps of the layers after a Conv2D to it
+        (Conv2D.forward_mapped), which applies them to each chunk of its output while the chunk
+        is in cache, in inference only. A map computes exactly what forward(x) would: the same
+        operations on each value, so the same bits. `after` is the layer after this one (None
+        at the end): a layer declines where it fuses with `after` to more effect."""
         return None
 
     def clear_cache(self) -> None:

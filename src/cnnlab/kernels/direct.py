@@ -173,11 +173,13 @@ def _even(w: np.ndarray, dtype) -> np.ndarray:
     return np.concatenate([w, np.zeros((1, *w.shape[1:]), w.dtype)]).astype(dtype, copy=False)
 
 
-def conv_forward_direct(x: np.ndarray, weight: np.ndarray,
-                        bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def conv_forward_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+                        epilogue=None) -> tuple[np.ndarray, np.ndarray]:
     """y = x ⋆ weight + bias for a 3×3 kernel, stride 1, padding 1 (conv_direct_applies).
     Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and the padded input
-    (wide_planes) that backward needs. Shape: x (N, C, H, W), weight (K, C, 3, 3)."""
+    (wide_planes) that backward needs. Shape: x (N, C, H, W), weight (K, C, 3, 3).
+    epilogue: None, or an in-place map called on each chunk's (K, m, H, W) block of y once
+    written, while it is in cache (the layers after the convolution, in inference)."""
     n, c, h, w = x.shape
     hp, wp = h + 3, w + 2
     plane = hp * wp
@@ -199,6 +201,8 @@ def conv_forward_direct(x: np.ndarray, weight: np.ndarray,
             y[:, n0:n1] = wide
         else:
             np.add(wide, bias.reshape(k, 1, 1, 1), out=y[:, n0:n1])
+        if epilogue is not None:
+            epilogue(y[:, n0:n1])
 
     map_chunks(chunk, _chunk_spans(n, c + k, plane))
     return y.transpose(1, 0, 2, 3), xp

@@ -65,12 +65,13 @@ def _grouped(a: np.ndarray, groups: int) -> np.ndarray:
 
 
 def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int, kw: int,
-                      stride, padding, dilation=1, groups: int = 1) -> tuple[np.ndarray, tuple]:
+                      stride, padding, dilation=1, groups: int = 1,
+                      epilogue=None) -> tuple[np.ndarray, tuple]:
     """Any convolution of x (N, C, H, W) with w_mat (K, (C/G)·kh·kw), batch chunk by chunk
     (_spans, split over cnnlab's threads): im2col, one GEMM straight into y (G batched GEMMs
     with groups), the bias added.
     Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the chunks
-    and their columns, which backward needs."""
+    and their columns, which backward needs. epilogue: as conv_forward_direct's (direct.py)."""
     n, c = x.shape[:2]
     h_out, w_out = out_size(x.shape[2], x.shape[3], *dilated(kh, kw, dilation)[1], stride, padding)
     k = w_mat.shape[0]
@@ -86,6 +87,8 @@ def conv_forward_cols(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
             np.matmul(_grouped(w_mat, groups), _grouped(x_col, groups), out=_grouped(part, groups))
         if bias is not None:
             part += bias[:, None]
+        if epilogue is not None:
+            epilogue(y[:, n0:n1])
         return x_col
 
     chunks = _spans(n, _chunk(c * kh * kw, h_out * w_out))

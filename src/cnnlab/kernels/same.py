@@ -143,12 +143,13 @@ def col2im_same(cols: np.ndarray, out: np.ndarray, kh: int, kw: int, stride, pad
 
 
 def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
-                      kw: int, stride, padding) -> tuple[np.ndarray, np.ndarray]:
+                      kw: int, stride, padding, epilogue=None) -> tuple[np.ndarray, np.ndarray]:
     """"Same"-size convolution (conv_same_applies) of x (N, C, H, W) with w_mat (K, C·kh·kw),
     batch chunk by chunk (_chunk): im2col_same, one GEMM straight into y, the bias added, all
     in cache.
     Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and x as
-    (C, N, H, W) memory (no copy when x is what a convolution handed on), which backward needs."""
+    (C, N, H, W) memory (no copy when x is what a convolution handed on), which backward needs.
+    epilogue: as conv_forward_direct's."""
     (sh, sw), _ = _pairs(stride, padding)
     xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
     c, n, h, w = xc.shape
@@ -162,6 +163,8 @@ def conv_forward_same(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
         np.matmul(w_mat, im2col_same(xc[:, n0:n1], kh, kw, stride, padding), out=part)
         if bias is not None:
             part += bias[:, None]
+        if epilogue is not None:
+            epilogue(y[:, n0:n1])
 
     map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * w_out)))
     return y.transpose(1, 0, 2, 3), xc

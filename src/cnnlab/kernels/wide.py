@@ -98,12 +98,12 @@ def col2im_wide(cols: np.ndarray, shape, kh: int, kw: int, dtype=None) -> np.nda
 
 
 def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None, kh: int,
-                      kw: int, padding: Padding) -> tuple[np.ndarray, np.ndarray]:
+                      kw: int, padding: Padding, epilogue=None) -> tuple[np.ndarray, np.ndarray]:
     """Stride-1 convolution of x (N, C, H, W) with w_mat (K, C·kh·kw), batch chunk by chunk:
     im2col_wide, one GEMM, the junk columns dropped and the bias added while copying into y,
     all in cache.
     Returns y as an (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and the padded
-    input (wide_planes) that backward needs."""
+    input (wide_planes) that backward needs. epilogue: as conv_forward_direct's."""
     xp = wide_planes(x, padding)
     c, n, hp, wp = xp.shape
     k = w_mat.shape[0]
@@ -115,6 +115,8 @@ def conv_forward_wide(x: np.ndarray, w_mat: np.ndarray, bias: np.ndarray | None,
         n0, n1 = span
         part = (w_mat @ im2col_wide(xp, kh, kw, h_out, n0, n1)).reshape(k, n1 - n0, h_out, wp)
         np.add(part[..., :w_out], shift, out=y[:, n0:n1])  # junk dropped, bias added, in cache
+        if epilogue is not None:
+            epilogue(y[:, n0:n1])
 
     map_chunks(chunk, _spans(n, _chunk(c * kh * kw, h_out * wp)))
     return y.transpose(1, 0, 2, 3), xp

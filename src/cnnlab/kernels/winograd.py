@@ -242,13 +242,14 @@ class Kept(NamedTuple):
 
 
 def conv_forward_winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                          keep_tiles: bool = False) -> tuple[np.ndarray, np.ndarray | Kept]:
+                          keep_tiles: bool = False,
+                          epilogue=None) -> tuple[np.ndarray, np.ndarray | Kept]:
     """y = x ⋆ weight + bias for a 3×3 kernel, stride 1, padding 1 (conv_winograd_applies).
     Returns y as an (N, K, H, W) view of (K, N, H, W) memory, and what backward needs: x as
     (C, N, H, W) memory (no copy when x is what a convolution handed on), or with keep_tiles a
     Kept that also holds the transformed input V (16·C values per tile, 4× x's size for even
     H and W), so that backward skips its padded copy and input transform, the same bits.
-    Shape: x (N, C, H, W), weight (K, C, 3, 3)."""
+    Shape: x (N, C, H, W), weight (K, C, 3, 3). epilogue: as conv_forward_direct's."""
     xc = np.ascontiguousarray(x.transpose(1, 0, 2, 3))
     c, n, h, w = xc.shape
     k = weight.shape[0]
@@ -268,6 +269,8 @@ def conv_forward_winograd(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | 
         mm, mm3 = _planes(k, tiles, x.dtype)
         np.matmul(u, v3, out=mm3)
         out(mm, tiles, y, b, n0)
+        if epilogue is not None:
+            epilogue(y[:, n0:n1])
         if keep_tiles:
             planes[i] = v
 

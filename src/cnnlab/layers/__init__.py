@@ -2,12 +2,13 @@
 
     conv.py Conv2D, Conv1D (dilation, groups)   transpose.py ConvTranspose2D
     local.py LocallyConnected2D/1D     dense.py Dense, Flatten
-    pool.py max/avg/global pooling  activation.py Sigmoid … Maxout   norm.py BatchNorm, LRN
+    pool.py max/avg/global pooling  activation.py Sigmoid … Maxout   norm.py BatchNorm
     activation_modern.py ReLU6, SiLU, Hardswish, GELU (and its erf)  dropout.py Dropout
     containers.py Sequential      blocks.py Residual, Concat, SqueezeExcite
     _window.py what window layers share
     pool_adaptive.py GlobalMaxPool2D, AdaptiveAvgPool2D   dropout.py also DropPath
     norm_modern.py LayerNorm, GroupNorm, LayerScale (per sample, no running statistics)
+    lrn.py LocalResponseNorm (AlexNet's, across channels)
 
 A layer knows nothing of the loop, files or pictures: layers may import core, runtime, kernels,
 shapes and init; never data, io, train, viz or cli.
@@ -21,7 +22,8 @@ from cnnlab.layers.conv import Conv1D, Conv2D
 from cnnlab.layers.dense import Dense, Flatten
 from cnnlab.layers.dropout import Dropout, DropPath
 from cnnlab.layers.local import LocallyConnected1D, LocallyConnected2D
-from cnnlab.layers.norm import BatchNorm1D, BatchNorm2D, LocalResponseNorm
+from cnnlab.layers.lrn import LocalResponseNorm
+from cnnlab.layers.norm import BatchNorm1D, BatchNorm2D
 from cnnlab.layers.norm_modern import GroupNorm, LayerNorm, LayerScale
 from cnnlab.layers.pool import AvgPool1D, AvgPool2D, GlobalAvgPool2D, MaxPool1D, MaxPool2D
 from cnnlab.layers.pool_adaptive import AdaptiveAvgPool2D, GlobalMaxPool2D

@@ -95,6 +95,14 @@ class ReLU(_Elementwise):
         # one compiled pass per thread (kernels.relu_grad), or a multiply by the mask
         return threads.elementwise(kernels.relu_grad, dy, dy, y)
 
+    def inference_map(self, after: Layer | None):
+        """max(0, x) in place (Layer.inference_map), as forward computes it; None before a
+        MaxPool2D, where pooling first leaves a quarter of the values to rectify (forward_fused),
+        measured faster on fmnist-cnn."""
+        if isinstance(after, MaxPool2D):
+            return None
+        return lambda block: np.maximum(block, 0, out=block)
+
     def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
         """This layer and a MaxPool2D after it (2×2 windows, stride 2) in one (Layer.forward_fused):
         the pooling first, then max(0, ·) on a quarter of the values, the same results

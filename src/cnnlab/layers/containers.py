@@ -129,6 +129,12 @@ class Sequential(Layer):
         layers, i = self.layers, 0
         with threads.single_blas():  # cnnlab's threads split the work (cnnlab.runtime.threads)
             while i < len(layers):
+                # in inference, a Conv2D applies the maps of the layers after it (BatchNorm2D,
+                # ReLU) to each chunk of its output while in cache (Conv2D.forward_mapped)
+                maps = [] if training else _maps_after(layers, i)
+                if maps:
+                    x, i = layers[i].forward_mapped(maps, x), i + 1 + len(maps)
+                    continue
                 # a layer and the next in one pass where they fuse (Layer.forward_fused):
                 # BatchNorm2D + ReLU, ReLU + MaxPool2D; never when either forward is wrapped
                 # (a recording hook, cnnlab.viz.activations) and would be skipped
@@ -313,6 +319,21 @@ def _si(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {prefix}"
     return f"{n:g}"
+
+
+def _maps_after(layers: list, i: int) -> list:
+    """The inference maps (Layer.inference_map) of the run of layers after layers[i] that have
+    one, when layers[i] can apply them (forward_mapped: Conv2D); none past a wrapped forward."""
+    maps = []
+    if getattr(layers[i], "forward_mapped", None) is None or _wrapped(layers[i]):
+        return maps
+    for j in range(i + 1, len(layers)):
+        after = layers[j + 1] if j + 1 < len(layers) else None
+        apply = None if _wrapped(layers[j]) else layers[j].inference_map(after)
+        if apply is None:
+            break
+        maps.append(apply)
+    return maps
 
 
 def _wrapped(layer: Layer) -> bool:

@@ -167,29 +167,48 @@ class Conv2D(WeightedMixin, WindowLayer):
         return "plain"
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        return self._forward(x, training, None)
+
+    def forward_mapped(self, maps: list, x: np.ndarray) -> np.ndarray:
+        """The inference forward followed by `maps`, the in-place maps of the layers after this
+        one (Layer.inference_map: BatchNorm2D, ReLU), applied to each chunk of the output while
+        it is in cache instead of in a pass of their own over the whole output: the same values
+        as the layers' own forwards, bit for bit (Sequential calls it, in inference only)."""
+        def epilogue(block: np.ndarray) -> None:
+            for apply in maps:
+                apply(block)
+
+        return self._forward(x, False, epilogue)
+
+    def _forward(self, x: np.ndarray, training: bool, epilogue) -> np.ndarray:
         x = self._check_input(x)
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
         path = self._path()
         if path == "direct":
-            y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias)
+            y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias,
+                                                    epilogue)
         elif path == "winograd":
             # training keeps the transformed input for backward where it costs at most twice
             # the output (2·C ≤ K: V is 4·C values per pixel): fmnist-cnn's 32 → 64, not ResNet's
             keep = training and 2 * self.input_shape[0] <= self.filters
-            y, saved = kernels.conv_forward_winograd(self._to_2d(x), self.weight.data, bias, keep)
+            y, saved = kernels.conv_forward_winograd(self._to_2d(x), self.weight.data, bias, keep,
+                                                      epilogue)
         elif path == "same":
-            y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad)
+            y, saved = kernels.conv_forward_same(self._to_2d(x), w_mat, bias, kh, kw, stride, pad,
+                                                  epilogue)
         elif path == "wide":
-            y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad)
+            y, saved = kernels.conv_forward_wide(self._to_2d(x), w_mat, bias, kh, kw, pad, epilogue)
         elif path == "depthwise":
             saved = self._to_2d(x)  # a reference: backward recomputes what it needs
             y = kernels.depthwise_forward(saved, w_mat.reshape(-1, 1, kh, kw), bias, stride, pad,
                                           self._dilation())
+            if epilogue is not None:  # one pass over the whole output, channels first
+                epilogue(y.transpose(1, 0, 2, 3))
         else:
             y, saved = kernels.conv_forward_cols(self._to_2d(x), w_mat, bias, kh, kw, stride, pad,
-                                                 self._dilation(), self.groups)
+                                                 self._dilation(), self.groups, epilogue)
         if training:
             self._cache = (path, saved, x.shape[0])
         # y is an (N, K, H, W) view of (K, N, H, W) memory: the next convolution's im2col finds

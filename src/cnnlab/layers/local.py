@@ -53,6 +53,8 @@ class LocallyConnected2D(Conv2D):
 
     # Conv2D's dx-free backward does not apply (backward always computes dx): Layer's default
     backward_params = Layer.backward_params
+    #: its own forward: no chunked output for the maps of the layers after it (Conv2D's)
+    forward_mapped = None
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
         x = self._check_input(x)

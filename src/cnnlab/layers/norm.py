@@ -179,8 +179,7 @@ class _BatchNorm(Layer):
     def _forward_affine(self, rows: np.ndarray, restore, training: bool, rectify: bool):
         """Inference, or a frozen layer's training forward: y = x·s + (β − μ_r·s), s = γ/σ_r,
         two passes over the values instead of three (max(0, y) in a third when rectify)."""
-        scale = self.weight.data[:, None] / np.sqrt(self.running_var[:, None] + self.eps)
-        shift, y = self.bias.data[:, None] - self.running_mean[:, None] * scale, np.empty_like(rows)
+        (scale, shift), y = self._affine(), np.empty_like(rows)
 
         def normalise(span):  # the channels lo:hi; cnnlab's threads split the channels
             lo, hi = span
@@ -193,6 +192,11 @@ class _BatchNorm(Layer):
         if training:  # frozen: a fixed affine map, whose backward needs x
             self._cache = ("frozen", rows, restore)
         return restore(y)
+
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """The inference map's s = γ/σ_r and β − μ_r·s, as (C, 1) columns."""
+        scale = self.weight.data[:, None] / np.sqrt(self.running_var[:, None] + self.eps)
+        return scale, self.bias.data[:, None] - self.running_mean[:, None] * scale
 
     def _update_running(self, mean: np.ndarray, var: np.ndarray, m: int) -> None:
         # in place: the buffers stay the arrays that buffers() handed out
@@ -303,6 +307,17 @@ class BatchNorm2D(_BatchNorm):
     over = {3: "N·H·W"}
     hint = " Use BatchNorm1D for (C,) or (C, L) inputs."
 
+    def inference_map(self, after: Layer | None):
+        """y = x·s + (β − μ_r·s) on a (C, n, H, W) block in place (Layer.inference_map): the two
+        operations _forward_affine makes, with the same s and shift."""
+        scale, shift = (a.reshape(-1, 1, 1, 1) for a in self._affine())
+
+        def apply(block: np.ndarray) -> None:
+            np.multiply(block, scale, out=block)
+            block += shift
+
+        return apply
+
 
 class BatchNorm1D(_BatchNorm):
     """Batch normalisation of features (N, C), per feature over N (M = N), or of sequences
@@ -316,76 +331,3 @@ class BatchNorm1D(_BatchNorm):
     expected = "(C,) or (C, L)"
     over = {1: "N", 2: "N·L"}
     hint = " Use BatchNorm2D for (C, H, W) inputs."
-
-
-class LocalResponseNorm(Layer):
-    """Local response normalisation across channels (AlexNet, Krizhevsky et al. 2012), with
-    PyTorch's formula (LocalResponseNorm: the α/n scaling and its window placement).
-
-    Forward, per sample and position, n = size, channels outside 0 … C−1 count as 0:
-        s[c] = Σ_{c′ = c − ⌊n/2⌋}^{c + ⌊(n−1)/2⌋} x[c′]²
-        d[c] = k + (α/n)·s[c]          y[c] = x[c] · d[c]^(−β)
-    Backward, t = dy·x·d^(−β−1) = dy·y/d; channel j is in the windows of c = j − ⌊(n−1)/2⌋ …
-    j + ⌊n/2⌋:
-        dx[j] = dy[j]·d[j]^(−β) − (2αβ/n)·x[j] · Σ_{c = j − ⌊(n−1)/2⌋}^{j + ⌊n/2⌋} t[c]
-
-    Shape: y has the shape of x: (N, C, H, W) or (N, C, L) (channels on axis 1); no parameters.
-    Args:
-        size: n, the number of neighbouring channels in the sum (5 in AlexNet).
-        alpha: α.  beta: β.  k: the additive constant (AlexNet's 2; PyTorch's default is 1).
-    """
-
-    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                 k: float = 2.0) -> None:
-        super().__init__()
-        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
-            raise ValueError(f"{self.kind}: size must be a positive int. Received: size={size!r}")
-        for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{self.kind}: {name} must be a number ≥ 0. "
-                                 f"Received: {name}={value!r}")
-        if not k > 0:
-            raise ValueError(f"{self.kind}: k must be > 0 (d = k + … is raised to −β). "
-                             f"Received: k={k!r}")
-        self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
-
-    def config(self) -> dict:
-        return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "k": self.k}
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        if len(input_shape) < 2:
-            raise ShapeError(f"{self.label}: expects per-sample input (C, H, W) or (C, L), "
-                             f"channels first. Received: input_shape={tuple(input_shape)}")
-        return tuple(input_shape)
-
-    def _window_sum(self, a: np.ndarray, before: int, after: int) -> np.ndarray:
-        """Σ over channels c − before … c + after of a, zeros outside (a loop over n offsets)."""
-        c = a.shape[1]
-        padded = np.zeros((a.shape[0], c + before + after, *a.shape[2:]), a.dtype)
-        padded[:, before : before + c] = a
-        total = padded[:, 0:c].copy()
-        for offset in range(1, self.size):
-            total += padded[:, offset : offset + c]
-        return total
-
-    def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
-        x = self._check_input(x)
-        n = self.size
-        s = self._window_sum(x * x, n // 2, (n - 1) // 2)
-        d = self.k + (self.alpha / n) * s
-        scale = d ** -self.beta
-        y = x * scale
-        if training:
-            self._cache = (x, y, d, scale)
-        return y
-
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        x, y, d, scale = self._take_cache()
-        dy = self._check_grad(dy, x.shape)
-        n = self.size
-        t = self._window_sum(dy * y / d, (n - 1) // 2, n // 2)
-        return dy * scale - (2 * self.alpha * self.beta / n) * x * t
-
-    def arithmetic(self, input_shape: Shape) -> str:
-        return (f"y = x / ({self.k:g} + {self.alpha:g}/{self.size} · Σ x² over {self.size} "
-                f"neighbouring channels)^{self.beta:g};  params = 0")

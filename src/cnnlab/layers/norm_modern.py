@@ -2,7 +2,7 @@
 LayerNorm (over the channels at each position, ConvNeXt's form), GroupNorm, and LayerScale, the
 learned per-channel scale ConvNeXt puts at the end of each residual branch.
 
-BatchNorm and LocalResponseNorm are in norm.py. Each normalisation here standardises a set of
+BatchNorm is in norm.py, LocalResponseNorm in lrn.py. Each normalisation here standardises a set of
 M values of one sample and then scales and shifts each channel:
     μ = (1/M)·Σ x      σ² = (1/M)·Σ (x − μ)²   (biased, as PyTorch)      x̂ = (x − μ)/√(σ² + ε)
     y = γ_c·x̂ + β_c
