@@ -14,6 +14,8 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   the output is (H/S, W/S)
     direct.py     the direct path: 3×3 stride-1 convolutions with padding 1 tap by tap in
                   compiled loops (Numba), no column matrix (conv_forward_direct)
+    simd.py       the direct path's correlation as explicit AVX-512/AVX2 vector code (LLVM IR
+                  compiled by llvmlite, Numba's own LLVM binding), the same bits as its Numba loop
     winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
     pointwise.py  ReLU's backward in one compiled pass (Numba), NumPy's two otherwise
@@ -35,9 +37,9 @@ a given thread count, and may differ in the last bits from one count to another.
 kernels split work over the threads too (2×2/2) but add nothing across it: the same bits on any
 count.
 
-The package may import NumPy, Numba (compiled.py only, on first use) and cnnlab.runtime.threads
-(and cnnlab.core, if ever needed); never the layers, io, train, data, viz or the CLI, which all
-build on the kernels.
+The package may import NumPy, Numba (compiled.py only, on first use), llvmlite (simd.py only, on
+first use) and cnnlab.runtime.threads (and cnnlab.core, if ever needed); never the layers, io,
+train, data, viz or the CLI, which all build on the kernels.
 """
 
 from cnnlab.kernels import batchnorm

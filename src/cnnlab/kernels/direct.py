@@ -27,10 +27,12 @@ difference. Without Numba the layers take the NumPy paths (conv_direct_applies i
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
-from cnnlab.kernels import compiled
+from cnnlab.kernels import compiled, simd
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import _pairs
 from cnnlab.kernels.wide import fill_wide_planes
@@ -173,6 +175,45 @@ def _even(w: np.ndarray, dtype) -> np.ndarray:
     return np.concatenate([w, np.zeros((1, *w.shape[1:]), w.dtype)]).astype(dtype, copy=False)
 
 
+class Correlator(NamedTuple):
+    """The compiled correlation for one kernel (_correlator): run(xs, out, start, count) fills
+    out's first `filters` rows for ⌈count/block⌉·block positions, reading xs up to `slack`
+    values past start + count + 2·wp + 2 on its last row."""
+
+    run: Callable
+    filters: int
+    block: int
+    slack: int
+
+
+def _correlator(weight: np.ndarray, dtype, wp: int) -> Correlator:
+    """correlate3x3 for weight (K, C, 3, 3) in `dtype`: the explicit vector kernel (simd.py) where
+    it runs (float32 on AVX-512 or AVX2), the same bits; Numba's loop otherwise."""
+    kernel = simd.kernel(dtype)
+    if kernel is None:
+        wt, loop = _even(weight, dtype), loops()[0]
+        return Correlator(lambda xs, out, start, count: loop(xs, wt, out, start, count, wp),
+                          wt.shape[0], 1, 0)
+    packed = kernel.pack(weight)
+    return Correlator(lambda xs, out, start, count: kernel.correlate(xs, packed, out, start,
+                                                                     count, wp),
+                      packed.shape[0] * kernel.filters, kernel.block, kernel.slack(wp))
+
+
+def _padded_planes(rows: int, n: int, hp: int, wp: int, dtype, slack: int):
+    """(rows, n, hp, wp) memory and its (rows, n·hp·wp) view, followed by `slack` zeros that a
+    Correlator may read past the last row."""
+    size = rows * n * hp * wp
+    memory = np.empty(size + slack, dtype)
+    memory[size:] = 0
+    return memory[:size].reshape(rows, n, hp, wp), memory[:size].reshape(rows, n * hp * wp)
+
+
+def _blocks(count: int, block: int) -> int:
+    """count rounded up to a multiple of block."""
+    return -(-count // block) * block
+
+
 def conv_forward_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
                         epilogue=None) -> tuple[np.ndarray, np.ndarray]:
     """y = x ⋆ weight + bias for a 3×3 kernel, stride 1, padding 1 (conv_direct_applies).
@@ -183,20 +224,19 @@ def conv_forward_direct(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
     n, c, h, w = x.shape
     hp, wp = h + 3, w + 2
     plane = hp * wp
-    xp = np.empty((c, n, hp, wp), x.dtype)
     k = weight.shape[0]
-    xs = xp.reshape(c, n * plane)
-    wt = _even(weight, x.dtype)
-    correlate = loops()[0]
+    correlate = _correlator(weight, x.dtype, wp)
+    xp, xs = _padded_planes(c, n, hp, wp, x.dtype, correlate.slack)
     y = np.empty((k, n, h, w), x.dtype)
 
     def chunk(span):
         n0, n1 = span
         m = n1 - n0
         fill_wide_planes(xp, x, PAD, n0, n1)
-        out = np.empty((wt.shape[0], m * plane), x.dtype)
-        correlate(xs, wt, out, n0 * plane, m * plane - 2 * wp - 2, wp)
-        wide = out[:k].reshape(k, m, hp, wp)[:, :, :h, :w]
+        count = m * plane - 2 * wp - 2
+        out = np.empty((correlate.filters, _blocks(m * plane, correlate.block)), x.dtype)
+        correlate.run(xs, out, n0 * plane, count)
+        wide = out[:k, : m * plane].reshape(k, m, hp, wp)[:, :, :h, :w]
         if bias is None:
             y[:, n0:n1] = wide
         else:
@@ -218,9 +258,9 @@ def conv_backward_direct(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray,
     _, _, hp, wp = xp.shape
     plane = hp * wp
     xs = xp.reshape(c, n * plane)
-    flipped = (_even(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dy.dtype) if input_grad
-               else None)
-    correlate, weight_grad, weight_grad_pairs = loops()
+    flipped = (_correlator(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dy.dtype, wp)
+               if input_grad else None)
+    _, weight_grad, weight_grad_pairs = loops()
     if k % 2 == 0 and c >= FIRST_LAYER_CHANNELS:
         weight_grad = weight_grad_pairs
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
@@ -228,16 +268,15 @@ def conv_backward_direct(dy: np.ndarray, xp: np.ndarray, weight: np.ndarray,
     def part(i, span, dy_chunk):
         n0, n1 = span
         m = n1 - n0
-        dyp = np.empty((k, m, hp, wp), dy.dtype)
+        dyp, dys = _padded_planes(k, m, hp, wp, dy.dtype, flipped.slack if input_grad else 0)
         fill_wide_planes(dyp, dy_chunk.transpose(1, 0, 2, 3), PAD)
-        dys = dyp.reshape(k, m * plane)
         count = m * plane - 2 * wp - 2
         dw_part = np.empty((k, c, 3, 3), dy.dtype)
         weight_grad(dys, xs, dw_part, n0 * plane, count, wp)
         if input_grad:
-            out = np.empty((flipped.shape[0], m * plane), dy.dtype)
-            correlate(dys, flipped, out, 0, count, wp)
-            dx[:, n0:n1] = out[:c].reshape(c, m, hp, wp)[:, :, :h, :w]
+            out = np.empty((flipped.filters, _blocks(m * plane, flipped.block)), dy.dtype)
+            flipped.run(dys, out, 0, count)
+            dx[:, n0:n1] = out[:c, : m * plane].reshape(c, m, hp, wp)[:, :, :h, :w]
         return dw_part.reshape(k, -1)
 
     dw, db = conv_backward_chunks(dy, _chunk_spans(n, c + k, plane), part, bias_grad)
