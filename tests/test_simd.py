@@ -90,12 +90,12 @@ def _step_digest(name: str) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("name", ["fmnist-cnn", "resnet8"])
+@pytest.mark.parametrize("name", ["fmnist-cnn", "fmnist-cnn-bn", "resnet8"])
 def test_training_steps_are_the_same_bits_with_and_without_the_kernel(name, monkeypatch,
                                                                       n_threads):
-    """Two SGD steps and an inference: fmnist-cnn's first layer (1 channel, 32 filters, forward
-    only) and ResNet-8's 16 → 16 layers (forward and dx) through the kernel, then through
-    Numba's loop."""
+    """Two SGD steps and an inference: fmnist-cnn's and fmnist-cnn-bn's first layer (1 channel,
+    32 filters, forward only) and ResNet-8's 16 → 16 layers (forward and dx) through the
+    kernel, then through Numba's loop."""
     with_kernel = _step_digest(name)
     monkeypatch.setenv("CNNLAB_SIMD", "0")
     assert with_kernel == _step_digest(name)
