@@ -177,8 +177,8 @@ def _even(w: np.ndarray, dtype) -> np.ndarray:
 
 class Correlator(NamedTuple):
     """The compiled correlation for one kernel (_correlator): run(xs, out, start, count) fills
-    out's first `filters` rows for ⌈count/block⌉·block positions, reading xs up to `slack`
-    values past start + count + 2·wp + 2 on its last row."""
+    out's first `filters` rows (zero filters past K) for ⌈count/block⌉·block positions, reading
+    xs up to `slack` values past start + count on its last row."""
 
     run: Callable
     filters: int

@@ -1,6 +1,7 @@
 """The direct path's correlation as explicit vector code: LLVM IR written out here, compiled once
-per process by llvmlite (the LLVM binding Numba is built on, installed with it as a wheel), for
-x86-64 processors with AVX-512 or AVX2 + FMA, float32.
+per process (about 0.6 s, on the first direct convolution) by llvmlite (the LLVM binding Numba is
+built on, installed with it as a wheel), for x86-64 processors with AVX-512 or AVX2 + FMA,
+float32.
 
 Numba's loop (direct.correlate3x3) is vectorized over positions, but keeps its running sums in
 memory: two filters' rows are read and written once per input channel. This kernel holds F
@@ -20,8 +21,9 @@ V = 16, F = 4, P = 4: 16 accumulators, four inputs and a weight in flight, of 32
 registers; on AVX2, V = 8, F = 4, P = 3: 12, three and one, of 16. Each (c, tap) loads P input
 vectors and F weights (broadcast) for F·P fused multiply-adds, so the loop is bound by the
 multiply-adds, not by loads or stores. One thread, 16 → 16 at 28×28 (8 samples): 150–160
-GFLOP/s against Numba's loop's 70–75 (AVX-512; of (F, P) = (8, 3), (8, 2), (4, 6), (16, 1)
-and (4, 4), (4, 4) was the fastest or within 5% on that layer, at 14×14 and on a first layer).
+GFLOP/s against Numba's loop's 49–79 in the same runs (AVX-512; of (F, P) = (8, 3), (8, 2),
+(4, 6), (16, 1), (16, 2) and (4, 4), (4, 4) was within 6% of the fastest on that layer, and the
+fastest at 14×14 and on a first layer; docs/performance.md).
 
 Callers pad: the filters to a multiple of F (zero filters, outputs dropped), and the positions to
 a multiple of P·V, with the input readable that far past its last position (Kernel.slack): the
@@ -45,8 +47,8 @@ SHAPES = {"avx512": (16, 4, 4), "avx2": (8, 3, 4)}
 
 
 class Kernel(NamedTuple):
-    """A compiled correlation: `run(xs, w_packed, out, start, count, wp)` (see correlate), and
-    the blocking its callers pad to."""
+    """The compiled correlation (correlate, its weights from pack), and the blocking its
+    callers pad to."""
 
     lanes: int
     vectors: int
