@@ -329,8 +329,18 @@ def test_the_maps_stop_at_a_layer_without_one_or_a_wrapped_forward():
 def test_training_forward_takes_no_maps(rng, monkeypatch):
     """A training forward runs each layer's own (BatchNorm's batch statistics): no maps."""
     model = _conv_chain("direct", "bn-relu", np.float32)
-    monkeypatch.setattr(cl.Conv2D, "forward_mapped", None)  # would fail if called
-    model.forward(rng.standard_normal((4, 3, 9, 10)).astype(np.float32), training=True)
+
+    def refuse(self, maps, x):
+        raise AssertionError("a training forward took the inference maps")
+
+    monkeypatch.setattr(cl.Conv2D, "forward_mapped", refuse)
+    x = rng.standard_normal((4, 3, 9, 10)).astype(np.float32)
+    bn = model.layers[1]
+    before = bn.running_mean.copy()
+    model.forward(x, training=True)
+    assert not np.array_equal(bn.running_mean, before)  # BatchNorm took the batch's statistics
+    with pytest.raises(AssertionError, match="took the inference maps"):  # the spy works
+        model.forward(x)
 
 
 def test_every_conv2d_subclass_with_its_own_forward_takes_no_maps():
