@@ -15,6 +15,7 @@ import pytest
 import cnnlab as cl
 from cnnlab.kernels import compiled
 from cnnlab.layers.norm import _BatchNorm
+from tests import steps
 
 
 def _pair(c: int, dtype, seed: int = 0) -> cl.Sequential:
@@ -228,12 +229,7 @@ def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypa
                 monkeypatch.setattr(kind, "forward_fused", lambda self, after, x, training=False:
                                     None)
                 monkeypatch.setattr(kind, "inference_map", lambda self, after: None)
-        model, loss = cl.zoo.get(name, seed=0), cl.SoftmaxCrossEntropy()
-        opt = cl.optim.SGD(model, lr=0.05, momentum=0.9)
-        for xb, yb in zip(x, labels, strict=True):
-            loss.forward(model.forward(xb, training=True), yb)
-            model.backward(loss.backward(), input_grad=False)
-            opt.step()
+        model = steps.trained(name, x, labels)
         scores = model.forward(x[0])
         digests.append((_digest(model), hashlib.sha256(scores.tobytes()).hexdigest()))
     assert digests[0] == digests[1]
