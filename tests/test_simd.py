@@ -106,3 +106,19 @@ def test_an_llvmlite_that_cannot_build_it_leaves_numbas_loop(monkeypatch):
             assert simd._built(isa) is None
     finally:
         simd._built.cache_clear()
+
+
+@pytest.mark.skipif(not BLOCKINGS, reason="needs an x86-64 processor with AVX2 or AVX-512")
+def test_arrays_the_kernel_would_misread_are_refused_before_the_call(rng):
+    """The kernel writes through raw pointers: a wrong dtype, too small an output, weights for
+    another channel count or a start past the input raise a clear error instead."""
+    kernel = simd._compiled(*simd.SHAPES[BLOCKINGS[0]])
+    xs = np.zeros((4, 200 + kernel.slack(5)), np.float32)
+    packed = kernel.pack(rng.standard_normal((8, 4, 3, 3)).astype(np.float32))
+    out = np.zeros((8, direct._blocks(100, kernel.block)), np.float32)
+    kernel.correlate(xs, packed, out, 0, 100, 5)  # accepted
+    bad = [(xs.astype(np.float64), packed, out, 0), (xs, packed, out[:, :50], 0),
+           (xs[:3], packed, out, 0), (xs, packed, out[:4], 0), (xs, packed, out, xs.shape[1])]
+    for x_bad, p_bad, o_bad, start in bad:
+        with pytest.raises(ValueError, match="simd.Kernel.correlate: needs float32"):
+            kernel.correlate(x_bad, p_bad, o_bad, start, 100, 5)

@@ -83,10 +83,19 @@ class Kernel(NamedTuple):
         if blocks == 0:
             return
         c = xs.shape[0]
-        assert xs.dtype == out.dtype == packed.dtype == np.float32
-        assert xs.strides[1] == out.strides[1] == 4 and packed.flags.c_contiguous
-        assert out.shape[0] >= packed.shape[0] * self.filters and out.shape[1] >= blocks * self.block
-        assert packed.shape[1] == c
+        # the kernel writes through raw pointers: arrays it would misread or overrun are refused
+        # here, never passed on (a check that stays under python -O, unlike an assert)
+        if not (xs.dtype == out.dtype == packed.dtype == np.float32
+                and xs.strides[1] == out.strides[1] == 4 and packed.flags.c_contiguous
+                and packed.ndim == 4 and packed.shape[1:] == (c, 9, self.filters)
+                and out.shape[0] >= packed.shape[0] * self.filters
+                and out.shape[1] >= blocks * self.block and 0 <= start <= xs.shape[1] - count):
+            raise ValueError(
+                f"simd.Kernel.correlate: needs float32 xs (C, L) and out (≥ {packed.shape[0]} × "
+                f"{self.filters} filters, ≥ {blocks * self.block} positions) with contiguous rows, "
+                f"weights from pack for C = {c}, and start + count within xs's rows. Received: "
+                f"xs {xs.dtype} {xs.shape}, out {out.dtype} {out.shape}, packed {packed.shape}, "
+                f"start={start}, count={count}")
         self.fn(xs.ctypes.data + 4 * start, xs.strides[0] // 4, packed.ctypes.data,
                 out.ctypes.data, out.strides[0] // 4, c, packed.shape[0], blocks, wp)
 
