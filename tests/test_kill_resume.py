@@ -214,11 +214,21 @@ def running(process: subprocess.Popen, run: Path) -> float | None:
     return None
 
 
+def appeared(process: subprocess.Popen, path: Path) -> float:
+    """Waits until `path` exists or `process` has ended: the time then."""
+    while process.poll() is None and not path.exists():
+        time.sleep(0.002)
+    return time.monotonic()
+
+
 def test_sigkill_from_outside_at_random_times_then_resume_ends_as_the_uninterrupted_run(work, reference):
     """`cnnlab train` SIGKILLed by this test (os.kill, no hook in the process) at times drawn from
     random.Random(KILL_SEED) over the training part of a run, counted from the moment the process
     holds the run's lock (so a loaded machine's slower start does not move the kills), each kill
-    followed by `--resume` (or by a fresh start while no checkpoint exists yet). After each kill:
+    followed by `--resume` (or by a fresh start while no checkpoint exists yet). Once one kill has
+    fallen before the first checkpoint, a later fresh start's kill is counted from the moment its
+    checkpoint appears: on a loaded machine a killed run can be slower than the timed one, and five
+    kills all before the first checkpoint would resume nothing (seen once in CI). After each kill:
     the checkpoint, if any, is intact and never older than the one before, and the folder holds
     only the run's files and the temporary files of killed writes. The run finally ends with the
     uninterrupted run's weights."""
@@ -229,11 +239,10 @@ def test_sigkill_from_outside_at_random_times_then_resume_ends_as_the_uninterrup
     # the test evaluation and report.html); the run's weights are the reference's too
     timed, _ = start(*fresh, cwd=work, log=work / "random-kills.log")
     begin = running(timed, run)
-    while timed.poll() is None and not (run / "model.safetensors").exists():
-        time.sleep(0.002)
-    window = time.monotonic() - begin if begin else 0
+    first = appeared(timed, run / CHECKPOINT) - begin if begin else 0
+    window = appeared(timed, run / "model.safetensors") - begin if begin else 0
     assert timed.wait(timeout=180) == 0, (work / "random-kills.log").read_text()
-    assert window > 0
+    assert 0 < first < window, (first, window)
     assert_same_tensors(run / "model.safetensors", reference / "model.safetensors")
     shutil.rmtree(run)
 
@@ -243,9 +252,12 @@ def test_sigkill_from_outside_at_random_times_then_resume_ends_as_the_uninterrup
         resumed += args[0] == "--resume"
         log = work / f"random-kills-{i}.log"
         process, _ = start(*args, cwd=work, log=log)
-        at = rng.uniform(0, window)
+        at, from_checkpoint = rng.uniform(0, window), args == fresh and bool(kills)
         try:
             running(process, run)
+            if from_checkpoint:  # a kill before the first checkpoint was made already: one after it
+                appeared(process, run / CHECKPOINT)
+                at = rng.uniform(0, window - first)
             process.wait(timeout=at)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
@@ -254,7 +266,7 @@ def test_sigkill_from_outside_at_random_times_then_resume_ends_as_the_uninterrup
         assert code in (0, -signal.SIGKILL) and "error" not in output, output
         if code == 0:  # the run ended before this kill's time: nothing left to kill
             break
-        kills.append(f"{at:.2f}s")
+        kills.append(f"{at:.2f}s" + (" after the first checkpoint" if from_checkpoint else ""))
         if run.exists():
             others = [p.name for p in run.iterdir() if p.name not in RUN_FILES]
             stray = [name for name in others if not re.fullmatch(
