@@ -138,22 +138,28 @@ def _isa() -> str | None:
 
 @functools.cache
 def _compiled(lanes: int, vectors: int, filters: int) -> Kernel:
+    i64, ptr = ctypes.c_int64, ctypes.c_void_p
+    fn, engine = jit(ir(lanes, vectors, filters), "correlate3x3",
+                     (ptr, i64, ptr, ptr, i64, i64, i64, i64, i64))
+    return Kernel(lanes, vectors, filters, fn, engine)
+
+
+def jit(text: str, name: str, args: tuple) -> tuple[object, object]:
+    """The function `name` of the LLVM IR `text`, compiled for this processor (optimized at
+    level 3) and callable through ctypes with `args`, and the engine that keeps its code alive."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     machine = llvm.Target.from_default_triple().create_target_machine(
         cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
-    module = llvm.parse_assembly(ir(lanes, vectors, filters))
+    module = llvm.parse_assembly(text)
     module.verify()
     builder = llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=3))
     builder.getModulePassManager().run(module, builder)
     engine = llvm.create_mcjit_compiler(module, machine)
     engine.finalize_object()
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn = ctypes.CFUNCTYPE(None, ptr, i64, ptr, ptr, i64, i64, i64, i64, i64)(
-        engine.get_function_address("correlate3x3"))
-    return Kernel(lanes, vectors, filters, fn, engine)
+    return ctypes.CFUNCTYPE(None, *args)(engine.get_function_address(name)), engine
 
 
 def ir(lanes: int, vectors: int, filters: int) -> str:

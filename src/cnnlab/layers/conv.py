@@ -17,6 +17,12 @@ def _tiles_fit(h: int, w: int) -> bool:
     return min(h, w) >= 8 and h * w >= 0.8 * (4 * (-(-h // 2)) * (-(-w // 2)))
 
 
+#: the gather path takes layers of at most this many filters: 64 → 64 at 7×7 measured 1.7× the
+#: "same" path (forward + backward and inference); 64 → 128 at 7×7 (fmnist-cnn-bn's last) 1.2×,
+#: but it stays on "same" until the recipes measured with it are re-run on the new sums
+GATHER_FILTERS = 64
+
+
 class Conv2D(WeightedMixin, WindowLayer):
     """2-D convolution (cross-correlation) as one GEMM on im2col rows.
 
@@ -129,6 +135,10 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _path(self) -> str:
         """Which kernels run this layer, all computing the same sums (tested equal):
+        - "gather": a 3×3 kernel, stride 1, padding 1, float32 where the vector code runs,
+          channels and filters a multiple of its width (16 on AVX-512), at most GATHER_FILTERS
+          filters, on maps Winograd's tiles do not fit (7×7 and smaller):
+          kernels.conv_forward_gather, vector code over filters, no column matrix.
         - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels and 16 filters,
           or a first layer's 1–3 channels and at most 32 filters: kernels.conv_forward_direct,
           compiled loops with no column matrix.
@@ -151,6 +161,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         c = self.input_shape[0]
         if self.groups > 1 or self._dilation() != (1, 1):
             return "plain"
+        if self.weight is not None and self.filters <= GATHER_FILTERS \
+                and not _tiles_fit(self.win.h.size, self.win.w.size) and kernels.conv_gather_applies(
+                    kh, kw, stride, pad, c, self.filters, self.weight.data.dtype):
+            return "gather"
         if kernels.conv_direct_applies(kh, kw, stride, pad) and (
                 (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
             return "direct"
@@ -186,7 +200,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
         path = self._path()
-        if path == "direct":
+        if path == "gather":
+            y, saved = kernels.conv_forward_gather(self._to_2d(x), self.weight.data, bias, epilogue)
+        elif path == "direct":
             y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias,
                                                     epilogue)
         elif path == "winograd":
@@ -228,7 +244,9 @@ class Conv2D(WeightedMixin, WindowLayer):
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         weight = self.weight.data.reshape(self.filters, -1, kh, kw)  # 1-D: height 1
         flags = {"input_grad": input_grad, "bias_grad": self.bias is not None}
-        if path == "direct":
+        if path == "gather":
+            dw, db, dx = kernels.conv_backward_gather(dy, saved, weight, **flags)
+        elif path == "direct":
             dw, db, dx = kernels.conv_backward_direct(dy, saved, weight, **flags)
         elif path == "winograd":
             dw, db, dx = kernels.conv_backward_winograd(dy, saved, weight, **flags)

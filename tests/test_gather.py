@@ -1,0 +1,171 @@
+"""The gather path (kernels/gather.py): 3×3 stride-1 convolutions as vector code over filters.
+Its sums are in another order than the other paths', so it is held to a stated tolerance against
+a float64 reference (relative to the largest value: 1e-5 in float32, measured 1e-7 … 2e-6), for
+y, dx, dW and db, for both blockings (AVX-512's and AVX2's; the AVX2 code also runs on an
+AVX-512 processor), odd map sizes, position counts that end mid-block and batches cut into
+several chunks; NaN and ±inf where the reference has them; bit-identical repeats; the layers
+that take it; and the refusal of arrays its raw pointers would misread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnlab as cl
+from cnnlab.kernels import gather, simd
+from cnnlab.runtime import threads
+
+ISA = simd._isa()
+pytestmark = pytest.mark.skipif(ISA is None, reason="the vector code runs on x86-64 with AVX2 or AVX-512")
+ISAS = [name for name in gather.SHAPES if ISA == "avx512" or name == ISA]
+TOLERANCE = 1e-5
+
+
+def reference(x, w, b, dy):
+    """y, dx, dW, db in float64 by the definition: nine shifted products over the padded input."""
+    x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
+    n, c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    y = np.broadcast_to(b.astype(np.float64)[None, :, None, None], (n, w.shape[0], h, wd)).copy()
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for u in range(3):
+        for v in range(3):
+            window = xp[:, :, u : u + h, v : v + wd]
+            y += np.einsum("nchw,kc->nkhw", window, w[:, :, u, v])
+            dxp[:, :, u : u + h, v : v + wd] += np.einsum("nkhw,kc->nchw", dy, w[:, :, u, v])
+            dw[:, :, u, v] = np.einsum("nkhw,nchw->kc", dy, window)
+    return y, dxp[:, :, 1:-1, 1:-1], dw, dy.sum(axis=(0, 2, 3))
+
+
+def close(ours, ref, what):
+    err = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert err <= TOLERANCE, f"{what}: relative error {err:.2e}"
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n, c, k, h, w", [
+    (2, 16, 16, 7, 7), (3, 32, 32, 7, 5), (5, 16, 48, 1, 1), (4, 64, 64, 7, 7),
+    (37, 16, 32, 9, 13),  # 37·9·13 positions: the last block of the forward loop is partial
+    (96, 64, 64, 7, 7),  # several chunks
+])
+def test_gather_matches_the_float64_definition(isa, n, c, k, h, w, rng, monkeypatch, n_threads):
+    monkeypatch.setattr(simd, "_isa", lambda: isa)
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(k).astype(np.float32)
+    dy = rng.standard_normal((n, k, h, w)).astype(np.float32)
+    y, planes = gather.conv_forward_gather(x, weight, bias)
+    dw, db, dx = gather.conv_backward_gather(dy, planes, weight)
+    refs = reference(x, weight, bias, dy)
+    for ours, ref, what in zip((y, dx, dw, db), refs, ("y", "dx", "dW", "db"), strict=True):
+        assert ours.dtype == np.float32 and ours.shape == ref.shape, what
+        close(ours, ref, what)
+
+
+def test_repeats_are_bit_identical_and_the_flags_skip_dx_and_db(rng, n_threads):
+    x = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
+    weight = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
+    first = gather.conv_forward_gather(x, weight, None)
+    again = gather.conv_forward_gather(x, weight, None)
+    assert first[0].tobytes() == again[0].tobytes()
+    dw, db, dx = gather.conv_backward_gather(dy, first[1], weight)
+    dw2, db2, dx2 = gather.conv_backward_gather(dy, again[1], weight, input_grad=False,
+                                                bias_grad=False)
+    assert dx2 is None and db2 is None and dw.tobytes() == dw2.tobytes()
+
+
+def test_an_epilogue_sees_each_chunk_once_as_the_layer_after_would(rng):
+    x = rng.standard_normal((96, 16, 7, 7)).astype(np.float32)
+    weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    seen = []
+
+    def relu(block):
+        seen.append(block.shape[1])
+        np.maximum(block, 0, out=block)
+
+    plain, _ = gather.conv_forward_gather(x, weight, None)
+    mapped, _ = gather.conv_forward_gather(x, weight, None, relu)
+    assert sum(seen) == 96 and len(seen) > 1
+    assert mapped.tobytes() == np.maximum(plain, 0).tobytes()
+
+
+def test_nan_and_inf_spoil_the_outputs_the_definition_spoils(rng):
+    x = rng.standard_normal((3, 16, 7, 7)).astype(np.float32)
+    x[0, 2, 3, 3], x[1, 5, 0, 6], x[2, 9, 6, 0] = np.inf, -np.inf, np.nan
+    weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    weight[4, 2, 1, 1] = 0  # 0 · inf: NaN, as in the definition
+    dy = rng.standard_normal((3, 16, 7, 7)).astype(np.float32)
+    y, planes = gather.conv_forward_gather(x, weight, None)
+    dw, _, _ = gather.conv_backward_gather(dy, planes, weight)
+    with np.errstate(invalid="ignore"):
+        y_ref, _, dw_ref, _ = reference(x, weight, np.zeros(16, np.float32), dy)
+    for ours, ref in ((y, y_ref), (dw, dw_ref)):
+        assert (np.isnan(ours) == np.isnan(ref)).all()
+        assert (np.isposinf(ours) == np.isposinf(ref)).all()
+        assert (np.isneginf(ours) == np.isneginf(ref)).all()
+        finite = np.isfinite(ref)
+        close(ours[finite], ref[finite], "finite values")
+
+
+def _conv(c, k, size, dtype=np.float32):
+    return cl.Sequential([cl.Conv2D(k, 3, padding=1)], input_shape=(c, size, size),
+                         dtype=dtype).layers[0]
+
+
+def test_the_layers_that_take_the_gather_path(monkeypatch):
+    assert _conv(64, 64, 7)._path() == "gather"  # ResNet's last stage
+    assert _conv(32, 16, 5)._path() == "gather"
+    assert _conv(64, 128, 7)._path() == "same"  # more than GATHER_FILTERS
+    assert _conv(32, 32, 14)._path() == "winograd"  # maps Winograd's tiles fit
+    assert _conv(24, 32, 7)._path() == "same"  # channels not a multiple of the vector width
+    assert _conv(64, 64, 7, np.float64)._path() == "same"
+    monkeypatch.setenv("CNNLAB_SIMD", "0")
+    assert _conv(64, 64, 7)._path() == "same"
+
+
+def test_a_gather_layer_in_a_network_matches_its_float64_twin(rng, n_threads):
+    """The layer's forward and backward (through Conv2D) against the same layer in float64,
+    which takes the "same" path: the tolerance holds across paths."""
+    layer, twin = _conv(32, 32, 7), _conv(32, 32, 7, np.float64)
+    twin.weight.data[...] = layer.weight.data
+    twin.bias.data[...] = rng.standard_normal(32)
+    layer.bias.data[...] = twin.bias.data
+    x = rng.standard_normal((6, 32, 7, 7)).astype(np.float32)
+    dy = rng.standard_normal((6, 32, 7, 7)).astype(np.float32)
+    pairs = [(layer.forward(x, training=True), twin.forward(x.astype(np.float64), training=True)),
+             (layer.backward(dy), twin.backward(dy.astype(np.float64))),
+             (layer.weight.grad, twin.weight.grad), (layer.bias.grad, twin.bias.grad)]
+    assert layer._path() == "gather" and twin._path() == "same"
+    for ours, ref in pairs:
+        close(ours, ref, "layer")
+
+
+def test_arrays_the_kernel_would_misread_are_refused(rng):
+    found = gather.kernels(np.float32, 32)
+    planes = np.zeros((16, 2, 9, 9), np.float32)
+    packed = gather._pack(np.zeros((32, 16, 3, 3), np.float32), found.kv * found.lanes)
+    out = np.zeros((32, 2 * 49), np.float32)
+    gather._conv(found, planes, 0, 2, packed, out, 7, 7)  # fits: no error
+    bad = [(planes.astype(np.float64), out, 0, 2), (planes[:, :, ::-1], out, 0, 2),
+           (planes, out[:, :97], 0, 2), (planes, out, 1, 2), (planes[:8], out, 0, 2)]
+    for p, o, n0, m in bad:
+        with pytest.raises(ValueError, match="gather: needs"):
+            gather._conv(found, p, n0, m, packed, o, 7, 7)
+
+
+def test_threads_cut_the_batch_in_chunks_and_the_forward_stays_the_same_bits(rng):
+    """The forward's sums do not depend on how the batch is cut: 1 and 2 threads agree bit for
+    bit (dW's chunk partial sums do, and are bit-identical per thread count)."""
+    x = rng.standard_normal((64, 32, 7, 7)).astype(np.float32)
+    weight = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    before = threads.num_threads()
+    try:
+        threads.set_num_threads(1)
+        one = gather.conv_forward_gather(x, weight, None)[0]
+        threads.set_num_threads(2)
+        two = gather.conv_forward_gather(x, weight, None)[0]
+    finally:
+        threads.set_num_threads(before)
+    assert one.tobytes() == two.tobytes()
