@@ -116,9 +116,12 @@ def _conv(c, k, size, dtype=np.float32):
 
 def test_the_layers_that_take_the_gather_path(monkeypatch):
     assert _conv(64, 64, 7)._path() == "gather"  # ResNet's last stage
-    assert _conv(32, 16, 5)._path() == "gather"
-    assert _conv(64, 128, 7)._path() == "same"  # more than GATHER_FILTERS
-    assert _conv(32, 32, 14)._path() == "winograd"  # maps Winograd's tiles fit
+    assert _conv(32, 32, 14)._path() == "gather"  # ResNet's middle stage, once Winograd's
+    assert _conv(32, 64, 14)._path() == "gather"  # fmnist-cnn's second layer
+    assert _conv(64, 128, 7)._path() == "gather"  # fmnist-cnn-bn's third
+    assert _conv(16, 16, 28)._path() == "direct"  # at most 16 channels and filters
+    assert _conv(128, 128, 14)._path() == "winograd"  # more than GATHER_LIMITS' 64 channels
+    assert _conv(64, 256, 7)._path() == "same"  # more than its 128 filters
     assert _conv(24, 32, 7)._path() == "same"  # channels not a multiple of the vector width
     assert _conv(64, 64, 7, np.float64)._path() == "same"
     monkeypatch.setenv("CNNLAB_SIMD", "0")
@@ -147,12 +150,17 @@ def test_arrays_the_kernel_would_misread_are_refused(rng):
     planes = np.zeros((16, 2, 9, 9), np.float32)
     packed = gather._pack(np.zeros((32, 16, 3, 3), np.float32), found.kv * found.lanes)
     out = np.zeros((32, 2 * 49), np.float32)
-    gather._conv(found, planes, 0, 2, packed, out, 7, 7)  # fits: no error
-    bad = [(planes.astype(np.float64), out, 0, 2), (planes[:, :, ::-1], out, 0, 2),
-           (planes, out[:, :97], 0, 2), (planes, out, 1, 2), (planes[:8], out, 0, 2)]
-    for p, o, n0, m in bad:
+    gather._conv(found, planes, packed, out)  # fits: no error
+    bad = [(planes.astype(np.float64), out), (planes[:, :, ::-1], out), (planes, out[:, :97]),
+           (planes, out[:16]), (planes[:8], out), (planes, np.zeros((32, 2 * 49)))]
+    for p, o in bad:
         with pytest.raises(ValueError, match="gather: needs"):
-            gather._conv(found, p, n0, m, packed, o, 7, 7)
+            gather._conv(found, p, packed, o)
+    dy = np.zeros((32, 98), np.float32)
+    assert gather._weight_grad(found, planes, dy, 16).shape == (32, 16 * 9)
+    for p, d in [(planes[:, :1], dy), (planes, dy.astype(np.float64)), (planes[:8], dy)]:
+        with pytest.raises(ValueError, match="gather: dW needs"):
+            gather._weight_grad(found, p, d, 16)
 
 
 def test_threads_cut_the_batch_in_chunks_and_the_forward_stays_the_same_bits(rng):
@@ -169,3 +177,21 @@ def test_threads_cut_the_batch_in_chunks_and_the_forward_stays_the_same_bits(rng
     finally:
         threads.set_num_threads(before)
     assert one.tobytes() == two.tobytes()
+
+
+def test_two_threads_asking_for_a_new_width_at_once_share_one_compiled_loop(rng, monkeypatch):
+    """The forward loop is compiled per padded width, on the first chunk that needs it: with two
+    threads both chunks ask at once, and a loop compiled twice used to free one copy's code
+    while that copy ran (a segmentation fault on 64 → 64 at 28×28)."""
+    monkeypatch.setattr(gather, "_CONV_LOOPS", {})
+    before = threads.num_threads()
+    try:
+        threads.set_num_threads(2)
+        for width in (11, 12, 13):
+            x = rng.standard_normal((8, 16, 3, width)).astype(np.float32)
+            weight = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+            y, _ = gather.conv_forward_gather(x, weight, None)
+            close(y, reference(x, weight, np.zeros(16, np.float32), np.zeros_like(x))[0], "y")
+    finally:
+        threads.set_num_threads(before)
+    assert sorted(wp for _, _, wp in gather._CONV_LOOPS) == [13, 14, 15]

@@ -18,6 +18,7 @@ from cnnlab.kernels import (
     conv_backward_winograd,
     conv_forward_winograd,
     conv_winograd_applies,
+    simd,
     winograd,
 )
 from cnnlab.runtime import threads
@@ -112,6 +113,7 @@ def test_a_layer_keeps_the_tiles_where_they_cost_at_most_twice_its_output(rng, m
         return forward(x, weight, bias, keep_tiles, epilogue)
 
     monkeypatch.setattr(cl.kernels, "conv_forward_winograd", recording)
+    monkeypatch.setattr(cl.kernels, "conv_gather_applies", lambda *args: False)
     x = rng.standard_normal((2, 32, 14, 14)).astype(np.float32)
     for filters, keeps in ((64, True), (32, False)):
         model = cl.Sequential([cl.Conv2D(filters, 3, padding=1)], input_shape=(32, 14, 14))
@@ -161,15 +163,22 @@ def test_non_finite_inputs_stay_within_a_pixel_of_the_direct_sums(rng):
 
 
 def test_layers_take_the_winograd_path_where_it_was_measured_faster(monkeypatch):
+    """Where the gather path's vector code runs, it takes the 3×3 layers of up to 64 channels
+    whose channels and filters are multiples of its width (tests/test_gather.py); these are the
+    layers Winograd takes without it (float64, other processors, CNNLAB_SIMD=0)."""
     conv3 = {"kernel_size": 3, "padding": 1}
+    gathered = "gather" if simd._isa() else "winograd"
+    assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == gathered
+    assert path_of({"filters": 32, **conv3}, (24, 14, 14)) == "winograd"  # 24: not a multiple of 16
+    assert path_of({"filters": 128, **conv3}, (128, 14, 14)) == "winograd"  # more than 64 channels
+    monkeypatch.setattr(cl.kernels, "conv_gather_applies", lambda *args: False)
     assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == "winograd"  # ResNet stage 2
     assert path_of({"filters": 64, **conv3}, (32, 14, 14)) == "winograd"  # fmnist-cnn
     assert path_of({"filters": 32, **conv3}, (16, 28, 28)) == "winograd"
     assert path_of({"filters": 16, **conv3}, (16, 28, 28)) == "direct"  # ≤ 16: the direct loops
     assert path_of({"filters": 32, **conv3}, (32, 8, 10)) == "winograd"
-    assert path_of({"filters": 64, **conv3}, (64, 7, 7)) in ("gather", "same")  # 49 of 64 tile outputs
-    assert path_of({"filters": 128, **conv3}, (64, 7, 7)) == "same"
-    assert path_of({"filters": 64, **conv3}, (64, 7, 20)) in ("gather", "same")  # less than 8 rows
+    assert path_of({"filters": 64, **conv3}, (64, 7, 7)) == "same"  # 49 of 64 tile outputs
+    assert path_of({"filters": 64, **conv3}, (64, 7, 20)) == "same"  # less than 8 rows
     assert path_of({"filters": 64, **conv3}, (8, 14, 14)) == "same"  # fewer than 16 channels
     assert path_of({"filters": 64, "kernel_size": 3, "padding": 2}, (32, 14, 14)) == "plain"
     assert path_of({"filters": 64, **conv3, "stride": 2, "fit": "floor"}, (32, 14, 14)) == "same"

@@ -32,24 +32,22 @@ def _broadcast(name: str, ptr: str, lanes: int) -> list[str]:
             f"  %{name} = shufflevector {vt} %{name}i, {vt} poison, <{lanes} x i32> zeroinitializer"]
 
 
-def conv_ir(lanes: int, kv: int, positions: int) -> str:
-    """@gather_conv(xs, cs, bases, taps, T, w, out, os, C, KB, count): for each filter block kb
-    and block of P positions (bases padded to whole blocks with readable offsets), the sums over
-    channels c and, inside, the nine taps t (T must be 9; each channel's rows are read while in
-    cache); out[k·os + p] written for p < count only, lane by lane."""
+def conv_ir(lanes: int, kv: int, positions: int, wp: int) -> str:
+    """@gather_conv(xs, cs, bases, w, out, os, C, KB, count): for each filter block kb and block
+    of P positions (bases padded to whole blocks with readable offsets), the sums over channels
+    c and, inside, the nine taps (each channel's rows are read while in cache; the taps' offsets
+    u·wp + v are constants, so each load is a position's register plus a constant); out[k·os + p]
+    written for p < count only, lane by lane."""
     vt, kl, P = f"<{lanes} x float>", kv * lanes, positions
     acc = [(p, v) for p in range(P) for v in range(kv)]
     lines = [
         _fma_decl(lanes),
-        "define void @gather_conv(ptr noalias %xs, i64 %cs, ptr noalias %bases, ptr noalias %taps,"
-        " i64 %T, ptr noalias %w, ptr noalias %out, i64 %os, i64 %C, i64 %KB, i64 %count) #0 {",
+        "define void @gather_conv(ptr noalias %xs, i64 %cs, ptr noalias %bases, ptr noalias %w,"
+        " ptr noalias %out, i64 %os, i64 %C, i64 %KB, i64 %count) #0 {",
         "entry:",
         f"  %cnt1 = add i64 %count, {P - 1}",
         f"  %NB = udiv i64 %cnt1, {P}",
     ]
-    for t in range(9):
-        lines += [f"  %tq{t} = getelementptr i64, ptr %taps, i64 {t}",
-                  f"  %toff{t} = load i64, ptr %tq{t}, align 8"]
     lines += [
         "  br label %kbloop",
         "kbloop:",
@@ -64,13 +62,13 @@ def conv_ir(lanes: int, kv: int, positions: int) -> str:
         lines += [f"  %bi{p} = add i64 %p0, {p}",
                   f"  %bq{p} = getelementptr i64, ptr %bases, i64 %bi{p}",
                   f"  %base{p} = load i64, ptr %bq{p}, align 8"]
-        lines += [f"  %at{p}_{t} = add i64 %base{p}, %toff{t}" for t in range(9)]
     lines += ["  br label %cloop", "cloop:", "  %c = phi i64 [0, %bloop], [%cn, %cloop]"]
     lines += [f"  %c{p}_{v}_0 = phi {vt} [zeroinitializer, %bloop], [%c{p}_{v}_9, %cloop]"
               for p, v in acc]
     lines += ["  %wrow = add i64 %kbC, %c", f"  %wat = mul i64 %wrow, {9 * kl}",
               "  %xcoff = mul i64 %c, %cs", "  %xc = getelementptr float, ptr %xs, i64 %xcoff"]
-    lines += _conv_taps(lanes, kv, P)
+    lines += [f"  %xb{p} = getelementptr float, ptr %xc, i64 %base{p}" for p in range(P)]
+    lines += _conv_taps(lanes, kv, P, wp)
     lines += ["  %cn = add i64 %c, 1", "  %cdone = icmp eq i64 %cn, %C",
               "  br i1 %cdone, label %st0, label %cloop"]
     lines += _conv_stores(lanes, kv, P)
@@ -82,17 +80,19 @@ def conv_ir(lanes: int, kv: int, positions: int) -> str:
     return "\n".join(lines)
 
 
-def _conv_taps(lanes: int, kv: int, positions: int) -> list[str]:
-    """The channel loop's body: per tap t, KV weight vectors loaded, each position's input value
-    broadcast, P·KV fused multiply-adds c{p}_{v}_{t+1} = fma(x, w, c{p}_{v}_{t})."""
+def _conv_taps(lanes: int, kv: int, positions: int, wp: int) -> list[str]:
+    """The channel loop's body: per tap t = (u, v), KV weight vectors loaded, each position's
+    input value at offset u·wp + v broadcast, P·KV fused multiply-adds
+    c{p}_{v}_{t+1} = fma(x, w, c{p}_{v}_{t})."""
     vt, lines = f"<{lanes} x float>", []
     for t in range(9):
+        off = (t // 3) * wp + t % 3
         for v in range(kv):
             lines += [f"  %wi{t}_{v} = add i64 %wat, {(t * kv + v) * lanes}",
                       f"  %wq{t}_{v} = getelementptr float, ptr %w, i64 %wi{t}_{v}",
                       f"  %w{t}_{v} = load {vt}, ptr %wq{t}_{v}, align 4"]
         for p in range(positions):
-            lines += [f"  %xq{t}_{p} = getelementptr float, ptr %xc, i64 %at{p}_{t}"]
+            lines += [f"  %xq{t}_{p} = getelementptr float, ptr %xb{p}, i64 {off}"]
             lines += _broadcast(f"x{t}_{p}", f"%xq{t}_{p}", lanes)
             lines += [f"  %c{p}_{v}_{t + 1} = call {vt} @llvm.fma.v{lanes}f32({vt} %x{t}_{p}, "
                       f"{vt} %w{t}_{v}, {vt} %c{p}_{v}_{t})" for v in range(kv)]

@@ -17,10 +17,13 @@ def _tiles_fit(h: int, w: int) -> bool:
     return min(h, w) >= 8 and h * w >= 0.8 * (4 * (-(-h // 2)) * (-(-w // 2)))
 
 
-#: the gather path takes layers of at most this many filters: 64 → 64 at 7×7 measured 1.7× the
-#: "same" path (forward + backward and inference); 64 → 128 at 7×7 (fmnist-cnn-bn's last) 1.2×,
-#: but it stays on "same" until the recipes measured with it are re-run on the new sums
-GATHER_FILTERS = 64
+#: the gather path takes layers of at most this many channels and filters. Forward + backward,
+#: batch 128, 2 threads, against the path they took before (ms): 32 → 32 at 14×14 6.7–7.0
+#: against Winograd's 9.1–9.2, 32 → 64 at 14×14 13.1 against 14.7–14.8, 64 → 64 at 7×7 6.5
+#: against "same"'s 12.4–12.6, 64 → 128 at 7×7 11.7–12.3 against 15.4–16.2, 64 → 64 at 28×28
+#: 95–100 against 98–103; but 128 → 128 at 14×14 91–94 against Winograd's 82–83 and 256 → 256
+#: at 7×7 113–116 against "same"'s 101–103 (docs/performance.md)
+GATHER_LIMITS = (64, 128)
 
 
 class Conv2D(WeightedMixin, WindowLayer):
@@ -135,13 +138,13 @@ class Conv2D(WeightedMixin, WindowLayer):
 
     def _path(self) -> str:
         """Which kernels run this layer, all computing the same sums (tested equal):
-        - "gather": a 3×3 kernel, stride 1, padding 1, float32 where the vector code runs,
-          channels and filters a multiple of its width (16 on AVX-512), at most GATHER_FILTERS
-          filters, on maps Winograd's tiles do not fit (7×7 and smaller):
-          kernels.conv_forward_gather, vector code over filters, no column matrix.
         - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels and 16 filters,
           or a first layer's 1–3 channels and at most 32 filters: kernels.conv_forward_direct,
           compiled loops with no column matrix.
+        - "gather": the same window, float32 where the vector code runs, channels and filters
+          a multiple of its width (16 on AVX-512, 8 on AVX2), at most GATHER_LIMITS (64
+          channels, 128 filters): kernels.conv_forward_gather, vector code over filters, no
+          column matrix.
         - "winograd": the same window, at least 16 input channels (and more than 16 of either),
           a map of at least 8×8 that whole 2×2 tiles cover to 80% or more (not 7×7):
           kernels.conv_forward_winograd, F(2×2, 3×3), 16 products in the BLAS.
@@ -161,13 +164,13 @@ class Conv2D(WeightedMixin, WindowLayer):
         c = self.input_shape[0]
         if self.groups > 1 or self._dilation() != (1, 1):
             return "plain"
-        if self.weight is not None and self.filters <= GATHER_FILTERS \
-                and not _tiles_fit(self.win.h.size, self.win.w.size) and kernels.conv_gather_applies(
-                    kh, kw, stride, pad, c, self.filters, self.weight.data.dtype):
-            return "gather"
         if kernels.conv_direct_applies(kh, kw, stride, pad) and (
                 (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
             return "direct"
+        if self.weight is not None and c <= GATHER_LIMITS[0] and self.filters <= GATHER_LIMITS[1] \
+                and kernels.conv_gather_applies(kh, kw, stride, pad, c, self.filters,
+                                                self.weight.data.dtype):
+            return "gather"
         if c < 4:
             return "plain"
         if kernels.conv_winograd_applies(kh, kw, stride, pad) and c >= 16 \
