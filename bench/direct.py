@@ -1,5 +1,6 @@
-"""The compiled 3×3 paths, direct (cnnlab.kernels.direct) and Winograd F(2×2, 3×3)
-(cnnlab.kernels.winograd), against the NumPy "same" path and PyTorch, per 3×3 stride-1
+"""The compiled 3×3 paths, direct (cnnlab.kernels.direct), Winograd F(2×2, 3×3)
+(cnnlab.kernels.winograd) and gather (cnnlab.kernels.gather, vector code over filters, where
+it applies), against the NumPy "same" path and PyTorch, per 3×3 stride-1
 padding-1 layer shape: where Conv2D._path takes each, and the chunk sizes they use.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/direct.py [--chunk 131072 262144]
@@ -7,7 +8,8 @@ padding-1 layer shape: where Conv2D._path takes each, and the chunk sizes they u
 
 Printed per shape (batch 128, float32, 2 threads each): the forward and the forward + backward
 (dW and dx) in milliseconds of cnnlab's NumPy path (kernels.conv_forward_same, im2col and
-GEMM), of the direct path, of the Winograd path, and of PyTorch, the medians of 7 calls after a
+GEMM), of the direct path, of the Winograd path, of the gather path ("—" where its vector code
+does not apply), and of PyTorch, the medians of 7 calls after a
 warm-up; with --chunk or --wchunk, the direct or Winograd path for each value of its
 CHUNK_VALUES. Not a test: numbers go in docs/performance.md.
 """
@@ -24,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import common  # noqa: E402
 
 from cnnlab import kernels  # noqa: E402
-from cnnlab.kernels import direct, winograd  # noqa: E402
+from cnnlab.kernels import direct, gather, winograd  # noqa: E402
 from cnnlab.runtime import threads  # noqa: E402
 
 PAD = ((1, 1), (1, 1))
@@ -47,6 +49,11 @@ def direct_path(x, w, dy):
 def winograd_path(x, w, dy):
     y, saved = kernels.conv_forward_winograd(x, w, None)
     kernels.conv_backward_winograd(dy, saved, w, bias_grad=False)
+
+
+def gather_path(x, w, dy):
+    y, saved = kernels.conv_forward_gather(x, w, None)
+    kernels.conv_backward_gather(dy, saved, w, bias_grad=False)
 
 
 def torch_both(torch, x, w, dy):
@@ -74,12 +81,18 @@ def row(c: int, k: int, hw: int, chunks: list[int], wchunks: list[int], torch) -
         winograd.CHUNK_VALUES = value
         cells += [ms(lambda: kernels.conv_forward_winograd(x, w, None)),
                   ms(lambda: winograd_path(x, w, dy))]
+    if gather.conv_gather_applies(3, 3, 1, PAD, c, k, np.float32):
+        cells += [ms(lambda: kernels.conv_forward_gather(x, w, None)),
+                  ms(lambda: gather_path(x, w, dy))]
+    else:
+        cells += [float("nan")] * 2
     if torch is not None:
         xt, wt = torch.from_numpy(x), torch.from_numpy(w)
         with torch.no_grad():
             cells.append(ms(lambda: torch.nn.functional.conv2d(xt, wt, padding=1)))
         cells.append(ms(lambda: torch_both(torch, x, w, dy)))
-    return f"{c:3d} → {k:3d} at {hw:2d}×{hw:<2d} " + "".join(f"{v:9.2f}" for v in cells)
+    return f"{c:3d} → {k:3d} at {hw:2d}×{hw:<2d} " + "".join(
+        f"{'—':>9}" if v != v else f"{v:9.2f}" for v in cells)
 
 
 def main() -> None:
@@ -98,6 +111,7 @@ def main() -> None:
         heads += [f"dir{value >> 10}K", "+bwd"]
     for value in args.wchunk:
         heads += [f"win{value >> 10}K", "+bwd"]
+    heads += ["gather", "+bwd"]
     heads += ["torch fwd", "+bwd"] if torch is not None else []
     print("ms, batch 128, float32".ljust(19) + "".join(f"{h:>9}" for h in heads))
     for c, k, hw in SHAPES:

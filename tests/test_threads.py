@@ -12,6 +12,7 @@ import pytest
 
 import cnnlab as cl
 from cnnlab import kernels
+from cnnlab.kernels import simd
 from cnnlab.runtime import threads
 
 
@@ -140,7 +141,14 @@ def winograd_path(x, w, dy):
     return (y, *kernels.conv_backward_winograd(dy, xc, w))
 
 
-@pytest.mark.parametrize("path, k", [(same_path, 32), (direct_path, 16), (winograd_path, 32)])
+def gather_path(x, w, dy):
+    y, saved = kernels.conv_forward_gather(x, w, None)
+    return (y, *kernels.conv_backward_gather(dy, saved, w))
+
+
+@pytest.mark.parametrize("path, k", [(same_path, 32), (direct_path, 16), (winograd_path, 32),
+                                     pytest.param(gather_path, 32, marks=pytest.mark.skipif(
+                                         simd._isa() is None, reason="x86-64 vector code"))])
 def test_conv_chunks_are_reproducible_for_a_thread_count(path, k, rng, n_threads):
     x = rng.standard_normal((64, 16, 14, 14)).astype(np.float32)
     w = rng.standard_normal((k, 16, 3, 3)).astype(np.float32)

@@ -16,6 +16,9 @@ strides. The layers (cnnlab.layers) are thin classes around them.
                   compiled loops (Numba), no column matrix (conv_forward_direct)
     simd.py       the direct path's correlation as explicit AVX-512/AVX2 vector code (LLVM IR
                   compiled by llvmlite, Numba's own LLVM binding), the same bits as its Numba loop
+    gather.py     the gather path: 3×3 stride-1 convolutions with padding 1 as vector code over
+                  filters, each input value broadcast (conv_forward_gather); gather_ir.py
+                  writes its two loops' LLVM IR, compiled by simd.jit
     winograd.py   the Winograd path: 3×3 stride-1 convolutions with padding 1 as F(2×2, 3×3),
                   transforms compiled (Numba), 16 products in the BLAS (conv_forward_winograd)
     pointwise.py  ReLU's backward in one compiled pass (Numba), NumPy's two otherwise
@@ -30,7 +33,7 @@ strides. The layers (cnnlab.layers) are thin classes around them.
 
 Every path is tested equal to the plain one (tests/test_kernels.py). The functions keep no
 state between calls, but they are not pure functions of their arguments alone: the chunked
-convolution paths (plain, wide, same) also depend on cnnlab's thread count
+convolution paths (plain, wide, same, direct, Winograd, gather) also depend on cnnlab's thread count
 (cnnlab.runtime.threads.num_threads), which decides how the batch is chunked and in what order
 the chunks' partial weight gradients are added (chunks.py). Their results are bit-identical for
 a given thread count, and may differ in the last bits from one count to another. The pooling
@@ -38,8 +41,8 @@ kernels split work over the threads too (2×2/2) but add nothing across it: the 
 count.
 
 The package may import NumPy, Numba (compiled.py only, on first use), llvmlite (simd.py only, on
-first use) and cnnlab.runtime.threads (and cnnlab.core, if ever needed); never the layers, io,
-train, data, viz or the CLI, which all build on the kernels.
+first use; gather.py compiles through simd.jit) and cnnlab.runtime.threads (and cnnlab.core, if
+ever needed); never the layers, io, train, data, viz or the CLI, which all build on the kernels.
 """
 
 from cnnlab.kernels import batchnorm

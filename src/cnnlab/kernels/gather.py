@@ -2,32 +2,38 @@
 over filters (gather_ir.py, compiled by llvmlite like simd.py), batch chunk by chunk, no column
 matrix.
 
-The input is zero-padded once as (C, N, H + 2, W + 2) memory (the planes backward reads again).
-Output position p = (n, i, j) of a chunk reads, at tap t = (u, v) and channel c, the value at
-c·cs + base[p] + tap[t], base[p] = n·(H + 2)·(W + 2) + i·(W + 2) + j, tap[t] = u·(W + 2) + v.
-The kernel broadcasts that one value to every lane and multiplies it by a vector of filters:
+Each chunk of m samples is zero-padded into a block of its own, (C, m, H + 2, W + 2) (kept for
+backward). Output position p = (n, i, j) of the chunk reads, at tap t = (u, v) and channel c,
+the value at c·cs + base[p] + u·(W + 2) + v, cs = m·(H + 2)·(W + 2) and
+base[p] = n·(H + 2)·(W + 2) + i·(W + 2) + j. The kernel broadcasts that one value to every lane
+and multiplies it by a vector of filters:
 
-    forward   y[k, p] = Σ_t Σ_c w[k, c, t] · x_pad[c, base[p] + tap[t]]
-    dx        dx[c, p] = Σ_t Σ_k w[k, c, 8 − t] · dy_pad[k, base[p] + tap[t]]
-              (the same kernel on dy padded like x, the kernel flipped, K and C swapped)
+    forward   y[k, p] = Σ_c Σ_t w[k, c, t] · x_pad[c, base[p] + tap[t]]
+    dx        dx[c, p] = Σ_k Σ_t w[k, c, 8 − t] · dy_pad[k, base[p] + tap[t]]
+              (the same kernel on the chunk's dy padded like x, the kernel flipped, K and C
+              swapped)
     dW        dW[k, c, t] = Σ_p x_pad[c, base[p] + tap[t]] · dy[k, p]   (per chunk, added in
               chunk order by chunks.conv_backward_chunks)
 
 Only the output positions are computed, so a 7×7 map costs its 49 positions (the direct path's
-padded rows computed 63 of every 81), and the window's edges cost nothing (the broadcast values
-come from the zero padding). Each step of the forward loop loads KV vectors of weights and
-broadcasts P input values for P·KV fused multiply-adds; the sums stay in registers over all
-taps and channels. One thread, 32 samples: 176–181 GFLOP/s on 64 → 64 at 7×7, 148 on 32 → 32 at
-14×14 (dW 187–207), where the same layers' "same" and Winograd paths ran the whole layer at
-60–110 (docs/performance.md).
+padded rows computed 81), and the window's edges cost nothing (the broadcast values come from
+the zero padding). Each step of the forward loop loads KV vectors of weights and broadcasts P
+input values for P·KV fused multiply-adds, the sums held in registers over all channels and
+taps; the dW loop likewise holds R channels × KV vectors over all positions. One thread, chunks
+of 16 samples: 150–157 GFLOP/s on 64 → 64 at 7×7 and 136–144 on 32 → 32 at 14×14 (the forward
+kernel alone), where "same" and Winograd ran those whole layers at 60–110 (docs/performance.md).
+Which layers take it: Conv2D._path and GATHER_LIMITS, by measurement.
 
-The sums are in another order than the other paths' (taps outer, channels inner, each product
-fused), so the last bits differ from theirs: tests/test_gather.py bounds the difference
-against a float64 reference. For a given thread count the results are bit-identical.
+The sums are in another order than the other paths' (channels outer, taps inner, each product
+fused), so the last bits differ from theirs: tests/test_gather.py bounds the difference against
+a float64 definition. For a given thread count the results are bit-identical; the forward's are
+the same on any thread count (each output is one chain of sums).
 
 Applies (conv_gather_applies) where the kernel runs (float32 on x86-64 with AVX-512 or AVX2 +
 FMA, llvmlite ≥ 0.44, CNNLAB_SIMD not 0) and both the channels and the filters are a multiple
-of the vector width (16 on AVX-512, 8 on AVX2): dx is vectorized over channels.
+of the vector width (16 on AVX-512, 8 on AVX2): dx is vectorized over channels. Each padded
+width's forward loop is compiled on first use (about 0.1 s; the taps' offsets are constants in
+it), the dW loop once per process.
 """
 
 from __future__ import annotations

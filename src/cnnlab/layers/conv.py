@@ -38,8 +38,9 @@ class Conv2D(WeightedMixin, WindowLayer):
     The kernels compute these sums on the batch in cache-sized chunks, split over cnnlab's
     threads (see _path): thin 3×3 layers (at most 16 channels and filters, stride 1, padding 1;
     first layers of 1–3 channels) tap by tap in compiled loops without columns
-    (kernels.conv_forward_direct), wider ones on maps of 8×8 or more by Winograd F(2×2, 3×3)
-    (kernels.conv_forward_winograd), layers whose output is (H/S, W/S) by
+    (kernels.conv_forward_direct), those of up to 64 channels in float32 by vector code over
+    filters (kernels.conv_forward_gather), the others on maps of 8×8 or more by Winograd
+    F(2×2, 3×3) (kernels.conv_forward_winograd), layers whose output is (H/S, W/S) by
     kernels.conv_forward_same (im2col and col2im as one shifted run per channel and kernel
     offset), other stride-1 layers on large maps by kernels.conv_forward_wide, the rest by plain
     im2col (kernels.conv_forward_cols).
