@@ -21,8 +21,15 @@ ISAS = [name for name in gather.SHAPES if ISA == "avx512" or name == ISA]
 TOLERANCE = 1e-5
 
 
-def reference(x, w, b, dy):
-    """y, dx, dW, db in float64 by the definition: nine shifted products over the padded input."""
+def reference(x, w, b, dy, stride=1):
+    """y, dx, dW, db in float64 by the definition: nine shifted products over the padded input.
+    At stride 2 the stride-1 sums with dy spread onto the even positions (zeros between), and y
+    taken at the even positions."""
+    if stride == 2:
+        spread = np.zeros((*dy.shape[:2], *x.shape[2:]))
+        spread[:, :, ::2, ::2] = dy
+        y, dx, dw, db = reference(x, w, b, spread)
+        return y[:, :, ::2, ::2], dx, dw, db
     x, w, dy = (a.astype(np.float64) for a in (x, w, dy))
     n, c, h, wd = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
@@ -44,20 +51,23 @@ def close(ours, ref, what):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("n, c, k, h, w", [
     (2, 16, 16, 7, 7), (3, 32, 32, 7, 5), (5, 16, 48, 1, 1), (4, 64, 64, 7, 7),
     (37, 16, 32, 9, 13),  # 37·9·13 positions: the last block of the forward loop is partial
     (96, 64, 64, 7, 7),  # several chunks
+    (3, 16, 32, 28, 28), (4, 32, 64, 14, 14), (2, 16, 16, 2, 3),  # ResNet's stride-2 layers
 ])
-def test_gather_matches_the_float64_definition(isa, n, c, k, h, w, rng, monkeypatch, n_threads):
+def test_gather_matches_the_float64_definition(isa, stride, n, c, k, h, w, rng, monkeypatch,
+                                               n_threads):
     monkeypatch.setattr(simd, "_isa", lambda: isa)
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)
     weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(k).astype(np.float32)
-    dy = rng.standard_normal((n, k, h, w)).astype(np.float32)
-    y, planes = gather.conv_forward_gather(x, weight, bias)
+    dy = rng.standard_normal((n, k, (h - 1) // stride + 1, (w - 1) // stride + 1)).astype(np.float32)
+    y, planes = gather.conv_forward_gather(x, weight, bias, stride)
     dw, db, dx = gather.conv_backward_gather(dy, planes, weight)
-    refs = reference(x, weight, bias, dy)
+    refs = reference(x, weight, bias, dy, stride)
     for ours, ref, what in zip((y, dx, dw, db), refs, ("y", "dx", "dW", "db"), strict=True):
         assert ours.dtype == np.float32 and ours.shape == ref.shape, what
         close(ours, ref, what)
@@ -86,7 +96,7 @@ def test_an_epilogue_sees_each_chunk_once_as_the_layer_after_would(rng):
         np.maximum(block, 0, out=block)
 
     plain, _ = gather.conv_forward_gather(x, weight, None)
-    mapped, _ = gather.conv_forward_gather(x, weight, None, relu)
+    mapped, _ = gather.conv_forward_gather(x, weight, None, epilogue=relu)
     assert sum(seen) == 96 and len(seen) > 1
     assert mapped.tobytes() == np.maximum(plain, 0).tobytes()
 
@@ -124,8 +134,32 @@ def test_the_layers_that_take_the_gather_path(monkeypatch):
     assert _conv(64, 256, 7)._path() == "same"  # more than its 128 filters
     assert _conv(24, 32, 7)._path() == "same"  # channels not a multiple of the vector width
     assert _conv(64, 64, 7, np.float64)._path() == "same"
+    strided = cl.Sequential([cl.Conv2D(32, 3, 2, padding=1, fit="floor")], input_shape=(16, 28, 28),
+                            dtype=np.float32).layers[0]
+    assert strided._path() == "same" and strided._path(inference=True) == "gather"
     monkeypatch.setenv("CNNLAB_SIMD", "0")
     assert _conv(64, 64, 7)._path() == "same"
+    assert strided._path(inference=True) == "same"
+
+
+def test_a_stride_2_layer_infers_on_the_gather_path_and_trains_on_the_same_path(rng, monkeypatch):
+    """At stride 2 the gather path's forward was measured faster and its backward slower than
+    "same"'s: inference takes it, a training forward (and its backward) does not; both forwards
+    within the tolerance of a float64 definition."""
+    layer = cl.Sequential([cl.Conv2D(32, 3, 2, padding=1, fit="floor")], input_shape=(16, 14, 14),
+                          dtype=np.float32).layers[0]
+    x = rng.standard_normal((5, 16, 14, 14)).astype(np.float32)
+    taken = []
+    for name in ("conv_forward_gather", "conv_forward_same"):
+        real = getattr(cl.kernels, name)
+        monkeypatch.setattr(cl.kernels, name,
+                            lambda *args, real=real, name=name, **kw: taken.append(name) or real(*args, **kw))
+    inferred = layer.forward(x)
+    trained = layer.forward(x, training=True)
+    assert taken == ["conv_forward_gather", "conv_forward_same"]
+    y_ref = reference(x, layer.weight.data, layer.bias.data, np.zeros((5, 32, 7, 7)), 2)[0]
+    close(inferred, y_ref, "inference")
+    close(trained, y_ref, "training")
 
 
 def test_a_gather_layer_in_a_network_matches_its_float64_twin(rng, n_threads):
@@ -148,19 +182,27 @@ def test_a_gather_layer_in_a_network_matches_its_float64_twin(rng, n_threads):
 def test_arrays_the_kernel_would_misread_are_refused(rng):
     found = gather.kernels(np.float32, 32)
     planes = np.zeros((16, 2, 9, 9), np.float32)
-    packed = gather._pack(np.zeros((32, 16, 3, 3), np.float32), found.kv * found.lanes)
+    packed = gather._pack(np.zeros((32, 16, 9), np.float32), found.kv * found.lanes)
     out = np.zeros((32, 2 * 49), np.float32)
-    gather._conv(found, planes, packed, out)  # fits: no error
-    bad = [(planes.astype(np.float64), out), (planes[:, :, ::-1], out), (planes, out[:, :97]),
-           (planes, out[:16]), (planes[:8], out), (planes, np.zeros((32, 2 * 49)))]
-    for p, o in bad:
+    bases, offsets = gather._bases(2, 7, 7, 9, 9, 1, found.positions), gather._offsets(9)
+    gather._conv(found, planes, packed, out, bases, offsets)  # fits: no error
+    bad = [(planes.astype(np.float64), out, bases, offsets),
+           (planes[:, :, ::-1], out, bases, offsets), (planes, out[:16], bases, offsets),
+           (planes[:8], out, bases, offsets), (planes, np.zeros((32, 2 * 49)), bases, offsets),
+           (planes, np.zeros((32, 3 * 49), np.float32), bases, offsets),  # more than the bases
+           (planes[:, :1], out, bases, offsets),  # windows past the planes' end
+           (planes, out, gather._bases(2, 7, 7, 9, 9, 1, 1), offsets),  # not whole blocks
+           (planes, out, bases, offsets[:4])]  # taps that are not the packed weights'
+    for p, o, b, t in bad:
         with pytest.raises(ValueError, match="gather: needs"):
-            gather._conv(found, p, packed, o)
+            gather._conv(found, p, packed, o, b, t)
     dy = np.zeros((32, 98), np.float32)
-    assert gather._weight_grad(found, planes, dy, 16).shape == (32, 16 * 9)
-    for p, d in [(planes[:, :1], dy), (planes, dy.astype(np.float64)), (planes[:8], dy)]:
+    exact = gather._bases(2, 7, 7, 9, 9, 1, 1)
+    assert gather._weight_grad(found, planes, dy, 16, exact).shape == (32, 16 * 9)
+    for p, d in [(planes[:, :1], dy), (planes, dy.astype(np.float64)), (planes[:8], dy),
+                 (planes, dy[:, :90])]:
         with pytest.raises(ValueError, match="gather: dW needs"):
-            gather._weight_grad(found, p, d, 16)
+            gather._weight_grad(found, p, d, 16, exact)
 
 
 def test_threads_cut_the_batch_in_chunks_and_the_forward_stays_the_same_bits(rng):
@@ -180,9 +222,9 @@ def test_threads_cut_the_batch_in_chunks_and_the_forward_stays_the_same_bits(rng
 
 
 def test_two_threads_asking_for_a_new_width_at_once_share_one_compiled_loop(rng, monkeypatch):
-    """The forward loop is compiled per padded width, on the first chunk that needs it: with two
-    threads both chunks ask at once, and a loop compiled twice used to free one copy's code
-    while that copy ran (a segmentation fault on 64 → 64 at 28×28)."""
+    """The forward loop is compiled per set of tap offsets (per padded width), on the first chunk
+    that needs it: with two threads both chunks ask at once, and a loop compiled twice used to
+    free one copy's code while that copy ran (a segmentation fault on 64 → 64 at 28×28)."""
     monkeypatch.setattr(gather, "_CONV_LOOPS", {})
     before = threads.num_threads()
     try:
@@ -194,4 +236,4 @@ def test_two_threads_asking_for_a_new_width_at_once_share_one_compiled_loop(rng,
             close(y, reference(x, weight, np.zeros(16, np.float32), np.zeros_like(x))[0], "y")
     finally:
         threads.set_num_threads(before)
-    assert sorted(wp for _, _, wp in gather._CONV_LOOPS) == [13, 14, 15]
+    assert sorted(offsets[3] for _, _, offsets in gather._CONV_LOOPS) == [13, 14, 15]  # u = 1, v = 0

@@ -49,7 +49,6 @@ import numpy as np
 from cnnlab.kernels import gather_ir, simd
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import _pairs
-from cnnlab.kernels.wide import fill_wide_planes
 from cnnlab.runtime.threads import map_chunks
 
 #: per instruction set: lanes V, and per filter vectors KV (1 or 2) the positions P of the
@@ -76,9 +75,9 @@ class Kernels(NamedTuple):
     wgrad: object
     engine: object  # keeps the compiled code alive
 
-    def conv(self, wp: int):
-        """The forward loop for padded rows of wp values."""
-        return _conv_loop(self.isa, self.kv, wp)[0]
+    def conv(self, offsets: tuple[int, ...]):
+        """The forward loop for these tap offsets (u·Wp + v for a 3×3 window)."""
+        return _conv_loop(self.isa, self.kv, offsets)[0]
 
 
 def kernels(dtype, filters: int) -> Kernels | None:
@@ -100,70 +99,80 @@ def _built(isa: str, kv: int) -> Kernels | None:
     try:
         wgrad, engine = simd.jit(gather_ir.wgrad_ir(lanes, kv, rows // kv), "gather_wgrad",
                                  (ptr, i64, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64))
-        _conv_loop(isa, kv, 9)  # the build fails here, not in a layer, where it cannot
+        _conv_loop(isa, kv, _offsets(9))  # the build fails here, not in a layer, where it cannot
     except (AttributeError, RuntimeError):  # an llvmlite before 0.44
         return None
     return Kernels(lanes, kv, positions // kv, rows // kv, isa, wgrad, engine)
 
 
-#: the forward loops compiled so far, (isa, kv, wp) → (function, engine); held for the
+#: the forward loops compiled so far, (isa, kv, offsets) → (function, engine); held for the
 #: process's life (an engine freed frees its code), filled under _LOCK: chunks on two threads
-#: may ask for a new width at once, and a loop compiled twice would free one copy while in use
+#: may ask for new offsets at once, and a loop compiled twice would free one copy while in use
 _CONV_LOOPS: dict = {}
 _LOCK = threading.Lock()
 
+#: the 3×3 window's taps (u, v), in the order of weight.reshape(K, C, 9)
+TAPS = tuple((u, v) for u in range(3) for v in range(3))
 
-def _conv_loop(isa: str, kv: int, wp: int):
+
+def _conv_loop(isa: str, kv: int, offsets: tuple[int, ...]):
     with _LOCK:
-        if (isa, kv, wp) not in _CONV_LOOPS:
+        if (isa, kv, offsets) not in _CONV_LOOPS:
             lanes, positions, _ = SHAPES[isa]
             i64, ptr = ctypes.c_int64, ctypes.c_void_p
-            _CONV_LOOPS[isa, kv, wp] = simd.jit(
-                gather_ir.conv_ir(lanes, kv, positions // kv, wp), "gather_conv",
+            _CONV_LOOPS[isa, kv, offsets] = simd.jit(
+                gather_ir.conv_ir(lanes, kv, positions // kv, offsets), "gather_conv",
                 (ptr, i64, ptr, ptr, ptr, i64, i64, i64, i64))
-        return _CONV_LOOPS[isa, kv, wp]
+        return _CONV_LOOPS[isa, kv, offsets]
+
+
+def _offsets(wp: int, taps=TAPS) -> tuple[int, ...]:
+    """Each tap's offset u·wp + v in planes wp values wide."""
+    return tuple(u * wp + v for u, v in taps)
 
 
 def conv_gather_applies(kh: int, kw: int, stride, padding, channels: int, filters: int,
                         dtype) -> bool:
-    """The gather path's conditions: a 3×3 kernel, stride 1, padding 1 on every side, channels
-    and filters multiples of the vector width, and the kernels compiled for `dtype` here."""
+    """The gather path's conditions: a 3×3 kernel, stride 1 or 2 (the same both ways), padding
+    1 on every side, channels and filters multiples of the vector width, and the kernels
+    compiled for `dtype` here."""
     (sh, sw), pad = _pairs(stride, padding)
-    if (kh, kw) != (3, 3) or (sh, sw) != (1, 1) or pad != PAD:
+    if (kh, kw) != (3, 3) or sh != sw or sh not in (1, 2) or pad != PAD:
         return False
     found = kernels(dtype, filters)
     return found is not None and channels % found.lanes == 0 and filters % found.lanes == 0
 
 
 @functools.cache
-def _geometry(m: int, h: int, w: int, block: int) -> tuple[np.ndarray, np.ndarray]:
-    """bases (m·h·w offsets rounded up to a multiple of block with readable 0s) and the nine
-    taps, for m samples of (h + 2, w + 2) padded planes."""
-    hp, wp = h + 2, w + 2
-    count = m * h * w
+def _bases(m: int, rows: int, cols: int, hp: int, wp: int, stride: int, block: int) -> np.ndarray:
+    """Where each of m·rows·cols output positions' window starts in m planes of (hp, wp) values,
+    n·hp·wp + s·i·wp + s·j, then readable 0s up to a multiple of block (read-only)."""
+    count = m * rows * cols
     bases = np.zeros(-(-count // block) * block, np.int64)
-    bases[:count] = (np.arange(m)[:, None, None] * (hp * wp) + np.arange(h)[:, None] * wp
-                     + np.arange(w)).reshape(-1)
-    taps = np.array([u * wp + v for u in range(3) for v in range(3)], np.int64)
-    bases.flags.writeable = taps.flags.writeable = False
-    return bases, taps
+    bases[:count] = (np.arange(m)[:, None, None] * (hp * wp)
+                     + stride * np.arange(rows)[:, None] * wp + stride * np.arange(cols)).reshape(-1)
+    bases.flags.writeable = False
+    return bases
 
 
-def _pack(weight: np.ndarray, block: int) -> np.ndarray:
-    """weight (K, C, 3, 3) as (K/block, C, 9, block) float32: filter vectors per channel and tap."""
-    k, c = weight.shape[:2]
-    return np.ascontiguousarray(weight.reshape(k // block, block, c, 9).transpose(0, 2, 3, 1),
+def _pack(w_taps: np.ndarray, block: int) -> np.ndarray:
+    """w_taps (K, C, T) as (K/block, C, T, block) float32: filter vectors per channel and tap."""
+    k, c, t = w_taps.shape
+    return np.ascontiguousarray(w_taps.reshape(k // block, block, c, t).transpose(0, 2, 3, 1),
                                 dtype=np.float32)
 
 
-def _conv(found: Kernels, planes: np.ndarray, packed: np.ndarray, out: np.ndarray) -> None:
-    """out (K, m·h·w) = the conv kernel on one chunk's planes (C, m, h + 2, w + 2)."""
+def _conv(found: Kernels, planes: np.ndarray, packed: np.ndarray, out: np.ndarray,
+          bases: np.ndarray, offsets: tuple[int, ...]) -> None:
+    """out (K, count) = the conv kernel on one chunk's planes (C, m, hp, wp), at the windows
+    `bases` starts (at least count of them, padded to the kernel's blocks) and these taps."""
     c, m, hp, wp = planes.shape
-    h, w = hp - 2, wp - 2
-    bases, _ = _geometry(m, h, w, found.positions)
-    _check(planes, out, packed, c, out.shape[1] == m * h * w)
-    found.conv(wp)(planes.ctypes.data, m * hp * wp, bases.ctypes.data, packed.ctypes.data,
-                   out.ctypes.data, out.shape[1], c, packed.shape[0], m * h * w)
+    count = out.shape[1]
+    _check(planes, out, packed, c, len(offsets) == packed.shape[2] and bases.size >= count
+           and bases.size % found.positions == 0 and count > 0
+           and int(bases.max()) + max(offsets) < planes.size // c)
+    found.conv(offsets)(planes.ctypes.data, m * hp * wp, bases.ctypes.data, packed.ctypes.data,
+                        out.ctypes.data, count, c, packed.shape[0], count)
 
 
 def _check(planes, out, packed, c, fits) -> None:
@@ -180,46 +189,57 @@ def _check(planes, out, packed, c, fits) -> None:
 class Saved(NamedTuple):
     """What backward needs: each chunk's padded input planes (C, m, H + 2, W + 2), one
     contiguous block per chunk (a chunk's channels at m·(H + 2)·(W + 2) values apart, not the
-    whole batch's: 1.3× faster on 64 → 64 at 7×7), and the chunks (n0, n1)."""
+    whole batch's: 1.3× faster on 64 → 64 at 7×7), the chunks (n0, n1) and the stride."""
 
     planes: list
     spans: list
+    stride: int
 
 
 def _chunk_spans(n: int, rows: int, plane: int):
     return _spans(n, max(1, CHUNK_VALUES // max(1, rows * plane)))
 
 
-def _padded_chunk(x_cn: np.ndarray, n0: int, n1: int) -> np.ndarray:
-    """Samples n0:n1 of x_cn ((C, N, H, W), any strides) as (C, m, H + 2, W + 2) with a border
-    of zeros."""
+def _padded_chunk(x_cn: np.ndarray, n0: int, n1: int, padding=PAD) -> np.ndarray:
+    """Samples n0:n1 of x_cn ((C, N, H, W), any strides) as (C, m, H + top + bottom,
+    W + left + right) with a border of zeros."""
     c, _, h, w = x_cn.shape
-    planes = np.empty((c, n1 - n0, h + 2, w + 2), x_cn.dtype)
-    fill_wide_planes(planes, x_cn[:, n0:n1].transpose(1, 0, 2, 3), PAD)
+    (top, bottom), (left, right) = padding
+    planes = np.empty((c, n1 - n0, h + top + bottom, w + left + right), x_cn.dtype)
+    planes[:, :, :top] = 0
+    planes[:, :, top + h :] = 0
+    planes[:, :, top : top + h, :left] = 0
+    planes[:, :, top : top + h, left + w :] = 0
+    planes[:, :, top : top + h, left : left + w] = x_cn[:, n0:n1]
     return planes
 
 
 def conv_forward_gather(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-                        epilogue=None) -> tuple[np.ndarray, Saved]:
-    """y = x ⋆ weight + bias (conv_gather_applies). Returns y as an (N, K, H, W) view of
-    (K, N, H, W) memory, and what backward needs (Saved). Each chunk's output is computed into
-    a block of its own (the kernel's scattered stores into the whole batch's rows were 1.1–1.5×
-    slower) and copied into y with the bias added. epilogue: as conv_forward_direct's."""
+                        stride: int = 1, epilogue=None) -> tuple[np.ndarray, Saved]:
+    """y = x ⋆ weight + bias at `stride` (conv_gather_applies). Returns y as an
+    (N, K, H_out, W_out) view of (K, N, H_out, W_out) memory, and what backward needs (Saved).
+    Each chunk's output is computed into a block of its own (the kernel's scattered stores into
+    the whole batch's rows were 1.1–1.5× slower) and copied into y with the bias added.
+    epilogue: as conv_forward_direct's."""
     n, c, h, w = x.shape
     k = weight.shape[0]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
     found = kernels(x.dtype, k)
-    packed = _pack(weight, found.kv * found.lanes)
+    packed = _pack(weight.reshape(k, c, 9), found.kv * found.lanes)
+    offsets = _offsets(w + 2)
     spans = _chunk_spans(n, c + k, (h + 2) * (w + 2))
     planes = [None] * len(spans)
-    y = np.empty((k, n, h, w), x.dtype)
+    y = np.empty((k, n, ho, wo), x.dtype)
     x_cn = x.transpose(1, 0, 2, 3)
 
     def chunk(i):
         n0, n1 = spans[i]
+        m = n1 - n0
         planes[i] = _padded_chunk(x_cn, n0, n1)
-        out = np.empty((k, (n1 - n0) * h * w), x.dtype)
-        _conv(found, planes[i], packed, out)
-        block = out.reshape(k, n1 - n0, h, w)
+        out = np.empty((k, m * ho * wo), x.dtype)
+        bases = _bases(m, ho, wo, h + 2, w + 2, stride, found.positions)
+        _conv(found, planes[i], packed, out, bases, offsets)
+        block = out.reshape(k, m, ho, wo)
         if bias is None:
             y[:, n0:n1] = block
         else:
@@ -228,47 +248,86 @@ def conv_forward_gather(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | No
             epilogue(y[:, n0:n1])
 
     map_chunks(chunk, range(len(spans)))
-    return y.transpose(1, 0, 2, 3), Saved(planes, spans)
+    return y.transpose(1, 0, 2, 3), Saved(planes, spans, stride)
 
 
 def conv_backward_gather(dy: np.ndarray, saved: Saved, weight: np.ndarray,
                          input_grad: bool = True, bias_grad: bool = True):
     """Gradients of conv_forward_gather: (dW, db, dx), dx None when input_grad is False and db
     None when bias_grad is False. Per chunk: dW by the dW kernel on the chunk's padded input and
-    dy as (positions, K); dx by the forward kernel on dy padded like x, the kernel flipped."""
+    dy as (positions, K); dx by the forward kernel on dy padded like x, the kernel flipped (at
+    stride 2, one small correlation per phase of dx, _dx_stride2)."""
     k, c = weight.shape[:2]
-    n, _, h, w = dy.shape
+    n, _, ho, wo = dy.shape
+    _, _, hp, wp = saved.planes[0].shape
+    h, w = hp - 2, wp - 2
     found = kernels(dy.dtype, k)
     dx = np.empty((c, n, h, w), dy.dtype) if input_grad else None
     if input_grad:
         found_dx = kernels(dy.dtype, c)
-        flipped = _pack(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), found_dx.kv * found_dx.lanes)
+        flipped = _pack(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, k, 9),
+                        found_dx.kv * found_dx.lanes)
 
     def part(i, span, dy_chunk):
         n0, n1 = span
         m = n1 - n0
-        dw_part = _weight_grad(found, saved.planes[i], dy_chunk.reshape(k, m * h * w), c)
-        if input_grad:
-            out = np.empty((c, m * h * w), dy.dtype)
-            _conv(found_dx, _padded_chunk(dy_chunk, 0, m), flipped, out)
-            dx[:, n0:n1] = out.reshape(c, m, h, w)
+        bases = _bases(m, ho, wo, hp, wp, saved.stride, 1)
+        dw_part = _weight_grad(found, saved.planes[i], dy_chunk.reshape(k, m * ho * wo), c, bases)
+        if not input_grad:
+            return dw_part
+        if saved.stride == 2:
+            _dx_stride2(found_dx, weight, dy_chunk, dx[:, n0:n1])
+            return dw_part
+        out = np.empty((c, m * h * w), dy.dtype)
+        _conv(found_dx, _padded_chunk(dy_chunk, 0, m), flipped, out,
+              _bases(m, h, w, ho + 2, wo + 2, 1, found_dx.positions), _offsets(wo + 2))
+        dx[:, n0:n1] = out.reshape(c, m, h, w)
         return dw_part
 
     dw, db = conv_backward_chunks(dy, saved.spans, part, bias_grad)
     return dw.reshape(weight.shape), db, None if dx is None else dx.transpose(1, 0, 2, 3)
 
 
-def _weight_grad(found: Kernels, planes: np.ndarray, dy_mat: np.ndarray, c: int) -> np.ndarray:
-    """One chunk's dW (K, C·9) from its planes (C, m, h + 2, w + 2) and dy (K, m·h·w)."""
+def _dx_stride2(found: Kernels, weight: np.ndarray, dy_chunk: np.ndarray, dx: np.ndarray) -> None:
+    """dx (C, m, H, W) of a stride-2 chunk, phase by phase. Input row y = 2a + r took, with
+    padding 1, kernel row u from output row i = (y + 1 − u)/2 where that is whole: r = 0 only u
+    = 1 (i = a), r = 1 u = 0 (i = a + 1) and u = 2 (i = a); likewise for columns. So each of the
+    four phases of dx is a correlation of dy (padded by one zero row and column after) with
+    the taps of its phase: 1, 2, 2 and 4 taps, the nine in all, no multiply by a zero."""
+    k, c = weight.shape[:2]
+    _, m, ho, wo = dy_chunk.shape
+    _, _, h, w = dx.shape
+    dyp = _padded_chunk(dy_chunk, 0, m, ((0, 1), (0, 1)))
+    for r in (0, 1):
+        for q in (0, 1):
+            us = [u for u in range(3) if (r + 1 - u) % 2 == 0]
+            vs = [v for v in range(3) if (q + 1 - v) % 2 == 0]
+            taps = [((r + 1 - u) // 2, (q + 1 - v) // 2) for u in us for v in vs]
+            w_taps = np.stack([weight[:, :, u, v].T for u in us for v in vs], axis=-1)
+            rows, cols = (h - r + 1) // 2, (w - q + 1) // 2
+            if rows * cols == 0:  # a map of one row or column has no odd phase
+                continue
+            out = np.empty((c, m * rows * cols), dy_chunk.dtype)
+            _conv(found, dyp, _pack(w_taps, found.kv * found.lanes), out,
+                  _bases(m, rows, cols, ho + 1, wo + 1, 1, found.positions),
+                  _offsets(wo + 1, taps))
+            dx[:, :, r::2, q::2] = out.reshape(c, m, rows, cols)
+
+
+def _weight_grad(found: Kernels, planes: np.ndarray, dy_mat: np.ndarray, c: int,
+                 bases: np.ndarray) -> np.ndarray:
+    """One chunk's dW (K, C·9) from its planes (C, m, h + 2, w + 2), dy (K, count) and the
+    windows' starts (count of them)."""
     k, count = dy_mat.shape
     _, m, hp, wp = planes.shape
     dyt = np.ascontiguousarray(dy_mat.T)
-    bases, taps = _geometry(m, hp - 2, wp - 2, 1)
+    taps = np.array(_offsets(wp), np.int64)
     dw_part = np.empty((9, c, k), np.float32)
     block = found.kv * found.lanes
     if not (dyt.dtype == planes.dtype == np.float32 and planes.flags.c_contiguous
             and planes.shape[0] == c and c % found.rows == 0 and k % block == 0
-            and count == bases.size):
+            and count == bases.size and count > 0
+            and int(bases.max()) + int(taps.max()) < m * hp * wp):
         raise ValueError(f"gather: dW needs float32 planes and dy, C a multiple of {found.rows} "
                          f"and K of {block}. Received: planes {planes.dtype} {planes.shape}, dy "
                          f"{dy_mat.dtype} {dy_mat.shape}")

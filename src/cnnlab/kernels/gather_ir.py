@@ -32,12 +32,13 @@ def _broadcast(name: str, ptr: str, lanes: int) -> list[str]:
             f"  %{name} = shufflevector {vt} %{name}i, {vt} poison, <{lanes} x i32> zeroinitializer"]
 
 
-def conv_ir(lanes: int, kv: int, positions: int, wp: int) -> str:
+def conv_ir(lanes: int, kv: int, positions: int, offsets: tuple[int, ...]) -> str:
     """@gather_conv(xs, cs, bases, w, out, os, C, KB, count): for each filter block kb and block
     of P positions (bases padded to whole blocks with readable offsets), the sums over channels
-    c and, inside, the nine taps (each channel's rows are read while in cache; the taps' offsets
-    u·wp + v are constants, so each load is a position's register plus a constant); out[k·os + p]
-    written for p < count only, lane by lane."""
+    c and, inside, the T = len(offsets) taps (each channel's rows are read while in cache; the
+    taps' offsets, u·Wp + v for a 3×3 window, are constants, so each load is a position's
+    register plus a constant); w packed (KB, C, T, KV·V); out[k·os + p] written for p < count
+    only, lane by lane."""
     vt, kl, P = f"<{lanes} x float>", kv * lanes, positions
     acc = [(p, v) for p in range(P) for v in range(kv)]
     lines = [
@@ -63,15 +64,16 @@ def conv_ir(lanes: int, kv: int, positions: int, wp: int) -> str:
                   f"  %bq{p} = getelementptr i64, ptr %bases, i64 %bi{p}",
                   f"  %base{p} = load i64, ptr %bq{p}, align 8"]
     lines += ["  br label %cloop", "cloop:", "  %c = phi i64 [0, %bloop], [%cn, %cloop]"]
-    lines += [f"  %c{p}_{v}_0 = phi {vt} [zeroinitializer, %bloop], [%c{p}_{v}_9, %cloop]"
+    T = len(offsets)
+    lines += [f"  %c{p}_{v}_0 = phi {vt} [zeroinitializer, %bloop], [%c{p}_{v}_{T}, %cloop]"
               for p, v in acc]
-    lines += ["  %wrow = add i64 %kbC, %c", f"  %wat = mul i64 %wrow, {9 * kl}",
+    lines += ["  %wrow = add i64 %kbC, %c", f"  %wat = mul i64 %wrow, {T * kl}",
               "  %xcoff = mul i64 %c, %cs", "  %xc = getelementptr float, ptr %xs, i64 %xcoff"]
     lines += [f"  %xb{p} = getelementptr float, ptr %xc, i64 %base{p}" for p in range(P)]
-    lines += _conv_taps(lanes, kv, P, wp)
+    lines += _conv_taps(lanes, kv, P, offsets)
     lines += ["  %cn = add i64 %c, 1", "  %cdone = icmp eq i64 %cn, %C",
               "  br i1 %cdone, label %st0, label %cloop"]
-    lines += _conv_stores(lanes, kv, P)
+    lines += _conv_stores(lanes, kv, P, T)
     lines += ["bnext:", "  %bn = add i64 %b, 1", "  %bdone = icmp eq i64 %bn, %NB",
               "  br i1 %bdone, label %kbnext, label %bloop",
               "kbnext:", "  %kbn = add i64 %kb, 1", "  %kbdone = icmp eq i64 %kbn, %KB",
@@ -80,13 +82,11 @@ def conv_ir(lanes: int, kv: int, positions: int, wp: int) -> str:
     return "\n".join(lines)
 
 
-def _conv_taps(lanes: int, kv: int, positions: int, wp: int) -> list[str]:
-    """The channel loop's body: per tap t = (u, v), KV weight vectors loaded, each position's
-    input value at offset u·wp + v broadcast, P·KV fused multiply-adds
-    c{p}_{v}_{t+1} = fma(x, w, c{p}_{v}_{t})."""
+def _conv_taps(lanes: int, kv: int, positions: int, offsets: tuple[int, ...]) -> list[str]:
+    """The channel loop's body: per tap t, KV weight vectors loaded, each position's input value
+    at offsets[t] broadcast, P·KV fused multiply-adds c{p}_{v}_{t+1} = fma(x, w, c{p}_{v}_{t})."""
     vt, lines = f"<{lanes} x float>", []
-    for t in range(9):
-        off = (t // 3) * wp + t % 3
+    for t, off in enumerate(offsets):
         for v in range(kv):
             lines += [f"  %wi{t}_{v} = add i64 %wat, {(t * kv + v) * lanes}",
                       f"  %wq{t}_{v} = getelementptr float, ptr %w, i64 %wi{t}_{v}",
@@ -99,7 +99,7 @@ def _conv_taps(lanes: int, kv: int, positions: int, wp: int) -> list[str]:
     return lines
 
 
-def _conv_stores(lanes: int, kv: int, positions: int) -> list[str]:
+def _conv_stores(lanes: int, kv: int, positions: int, taps: int) -> list[str]:
     """Position p's KV·V sums, if p0 + p < count, each stored to out[(kb·KV·V + k)·os + p0 + p]."""
     lines, kl = [], kv * lanes
     for p in range(positions):
@@ -110,7 +110,7 @@ def _conv_stores(lanes: int, kv: int, positions: int) -> list[str]:
         for v in range(kv):
             for lane in range(lanes):
                 e = f"{p}_{v}_{lane}"
-                lines += [f"  %e{e} = extractelement <{lanes} x float> %c{p}_{v}_9, i64 {lane}",
+                lines += [f"  %e{e} = extractelement <{lanes} x float> %c{p}_{v}_{taps}, i64 {lane}",
                           f"  %k{e} = add i64 %kbase{p}, {v * lanes + lane}",
                           f"  %ko{e} = mul i64 %k{e}, %os",
                           f"  %o{e} = add i64 %ko{e}, %pp{p}",

@@ -137,15 +137,17 @@ class Conv2D(WeightedMixin, WindowLayer):
             return {}
         return {"weight": self.weight, **({"bias": self.bias} if self.bias else {})}
 
-    def _path(self) -> str:
-        """Which kernels run this layer, all computing the same sums (tested equal):
+    def _path(self, inference: bool = False) -> str:
+        """Which kernels run this layer (in a training forward and its backward, or in an
+        inference forward), all computing the same sums (tested equal):
         - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels and 16 filters,
           or a first layer's 1–3 channels and at most 32 filters: kernels.conv_forward_direct,
           compiled loops with no column matrix.
         - "gather": the same window, float32 where the vector code runs, channels and filters
           a multiple of its width (16 on AVX-512, 8 on AVX2), at most GATHER_LIMITS (64
           channels, 128 filters): kernels.conv_forward_gather, vector code over filters, no
-          column matrix.
+          column matrix; in inference also at stride 2 (forward 1.4–1.5× "same"'s, but its
+          backward is slower, so training keeps "same" there).
         - "winograd": the same window, at least 16 input channels (and more than 16 of either),
           a map of at least 8×8 that whole 2×2 tiles cover to 80% or more (not 7×7):
           kernels.conv_forward_winograd, F(2×2, 3×3), 16 products in the BLAS.
@@ -169,8 +171,8 @@ class Conv2D(WeightedMixin, WindowLayer):
                 (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
             return "direct"
         if self.weight is not None and c <= GATHER_LIMITS[0] and self.filters <= GATHER_LIMITS[1] \
-                and kernels.conv_gather_applies(kh, kw, stride, pad, c, self.filters,
-                                                self.weight.data.dtype):
+                and (inference or stride == (1, 1)) and kernels.conv_gather_applies(
+                    kh, kw, stride, pad, c, self.filters, self.weight.data.dtype):
             return "gather"
         if c < 4:
             return "plain"
@@ -203,9 +205,10 @@ class Conv2D(WeightedMixin, WindowLayer):
         (kh, kw), stride, pad = self.win.kernel, self.win.stride, self.win.pad
         w_mat = self.weight.data.reshape(self.filters, -1)
         bias = None if self.bias is None else self.bias.data
-        path = self._path()
+        path = self._path(inference=not training)
         if path == "gather":
-            y, saved = kernels.conv_forward_gather(self._to_2d(x), self.weight.data, bias, epilogue)
+            y, saved = kernels.conv_forward_gather(self._to_2d(x), self.weight.data, bias,
+                                                    self.win.stride[0], epilogue)
         elif path == "direct":
             y, saved = kernels.conv_forward_direct(self._to_2d(x), self.weight.data, bias,
                                                     epilogue)
