@@ -1,6 +1,6 @@
-"""The gather path: 3×3 stride-1 convolutions with padding 1, float32, as explicit vector code
-over filters (gather_ir.py, compiled by llvmlite like simd.py), batch chunk by chunk, no column
-matrix.
+"""The gather path: 3×3 convolutions with padding 1 and stride 1 or 2, float32, as explicit
+vector code over filters (gather_ir.py, compiled by llvmlite like simd.py), batch chunk by
+chunk, no column matrix.
 
 Each chunk of m samples is zero-padded into a block of its own, (C, m, H + 2, W + 2) (kept for
 backward). Output position p = (n, i, j) of the chunk reads, at tap t = (u, v) and channel c,
@@ -15,6 +15,9 @@ and multiplies it by a vector of filters:
     dW        dW[k, c, t] = Σ_p x_pad[c, base[p] + tap[t]] · dy[k, p]   (per chunk, added in
               chunk order by chunks.conv_backward_chunks)
 
+At stride 2, base[p] = n·(H + 2)·(W + 2) + 2i·(W + 2) + 2j, and dx is four small correlations,
+one per phase of dx, of 1, 2, 2 and 4 taps (_dx_stride2).
+
 Only the output positions are computed, so a 7×7 map costs its 49 positions (the direct path's
 padded rows computed 81), and the window's edges cost nothing (the broadcast values come from
 the zero padding). Each step of the forward loop loads KV vectors of weights and broadcasts P
@@ -22,17 +25,17 @@ input values for P·KV fused multiply-adds, the sums held in registers over all 
 taps; the dW loop likewise holds R channels × KV vectors over all positions. One thread, chunks
 of 16 samples: 150–157 GFLOP/s on 64 → 64 at 7×7 and 136–144 on 32 → 32 at 14×14 (the forward
 kernel alone), where "same" and Winograd ran those whole layers at 60–110 (docs/performance.md).
-Which layers take it: Conv2D._path and GATHER_LIMITS, by measurement.
 
 The sums are in another order than the other paths' (channels outer, taps inner, each product
 fused), so the last bits differ from theirs: tests/test_gather.py bounds the difference against
 a float64 definition. For a given thread count the results are bit-identical; the forward's are
 the same on any thread count (each output is one chain of sums).
 
-Applies (conv_gather_applies) where the kernel runs (float32 on x86-64 with AVX-512 or AVX2 +
-FMA, llvmlite ≥ 0.44, CNNLAB_SIMD not 0) and both the channels and the filters are a multiple
-of the vector width (16 on AVX-512, 8 on AVX2): dx is vectorized over channels. Each padded
-width's forward loop is compiled on first use (about 0.1 s; the taps' offsets are constants in
+Applies (conv_gather_applies; Conv2D._path decides, by measurement, which layers take it)
+where the kernel runs (float32 on x86-64 with AVX-512 or AVX2 + FMA, llvmlite ≥ 0.44,
+CNNLAB_SIMD not 0) and both the channels and the filters are a multiple of the vector width (16
+on AVX-512, 8 on AVX2): dx is vectorized over channels. Each set of tap offsets (a padded width,
+a phase) gets its forward loop compiled on first use (about 0.1 s; the offsets are constants in
 it), the dW loop once per process.
 """
 
