@@ -52,6 +52,7 @@ import numpy as np
 from cnnlab.kernels import gather_ir, simd
 from cnnlab.kernels.chunks import _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import _pairs
+from cnnlab.kernels.wide import fill_wide_planes
 from cnnlab.runtime.threads import map_chunks
 
 #: per instruction set: lanes V, and per filter vectors KV (1 or 2) the positions P of the
@@ -209,11 +210,7 @@ def _padded_chunk(x_cn: np.ndarray, n0: int, n1: int, padding=PAD) -> np.ndarray
     c, _, h, w = x_cn.shape
     (top, bottom), (left, right) = padding
     planes = np.empty((c, n1 - n0, h + top + bottom, w + left + right), x_cn.dtype)
-    planes[:, :, :top] = 0
-    planes[:, :, top + h :] = 0
-    planes[:, :, top : top + h, :left] = 0
-    planes[:, :, top : top + h, left + w :] = 0
-    planes[:, :, top : top + h, left : left + w] = x_cn[:, n0:n1]
+    fill_wide_planes(planes, x_cn[:, n0:n1].transpose(1, 0, 2, 3), padding)
     return planes
 
 
