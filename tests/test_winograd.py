@@ -169,7 +169,7 @@ def test_layers_take_the_winograd_path_where_it_was_measured_faster(monkeypatch)
     conv3 = {"kernel_size": 3, "padding": 1}
     gathered = "gather" if simd._isa() else "winograd"
     assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == gathered
-    assert path_of({"filters": 32, **conv3}, (24, 14, 14)) == "winograd"  # 24: not a multiple of 16
+    assert path_of({"filters": 32, **conv3}, (20, 14, 14)) == "winograd"  # 20: not a multiple of 8
     assert path_of({"filters": 128, **conv3}, (128, 14, 14)) == "winograd"  # more than 64 channels
     monkeypatch.setattr(cl.kernels, "conv_gather_applies", lambda *args: False)
     assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == "winograd"  # ResNet stage 2

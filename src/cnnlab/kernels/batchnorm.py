@@ -1,9 +1,13 @@
 """Batch normalisation's training passes over (C, M) channel rows in compiled loops (Numba):
 the forward in three passes over x (the sum, the squared deviations, then x̂ and y written
 together) and the backward in two (Σdy and Σdy·x̂, then dx), where the NumPy expressions take
-six and eight. The sums are accumulated in float64 (the compiler may reassociate them to
-vectorize), one channel at a time in one call, so a result does not depend on how cnnlab's
-threads split the channels.
+six and eight. The sums are accumulated in float64, one channel at a time in one call, so a
+result does not depend on how cnnlab's threads split the channels. Each is LANES running sums
+(element j in sum j mod LANES) added in a fixed order at the end, in loops compiled without
+reassociation (compiled.compile_loops(reorder=False)): the compiler vectorizes across the lanes
+but may not reorder, so the bits are the same with and without the fused ReLU. (With
+reassociation allowed, LLVM gave the two variants of a loop different orders on AMD Zen 3, and
+dx differed in the last bits between the fused layers and the two.)
 
     forward   μ = Σx/M    σ² = Σ(x − μ)²/M    s = 1/√(σ² + ε)    x̂ = (x − μ)·s    y = γ·x̂ + β
     backward  dβ = Σdy    dγ = Σdy·x̂          dx = γ·s·(dy − dβ/M − x̂·dγ/M)
@@ -22,6 +26,9 @@ import numpy as np
 
 from cnnlab.kernels import compiled
 
+#: running sums per reduction (8 float64: two AVX2 vectors, one AVX-512 vector)
+LANES = 8
+
 
 def batchnorm_compiled() -> bool:
     """Whether the compiled loops run (Numba installed)."""
@@ -31,7 +38,7 @@ def batchnorm_compiled() -> bool:
 @functools.cache
 def loops():
     """The compiled loops (normalise_rows, normalise_rows_backward), on the first call."""
-    return compiled.compile_loops(normalise_rows, normalise_rows_backward)
+    return compiled.compile_loops(normalise_rows, normalise_rows_backward, reorder=False)
 
 
 def normalise_rows(rows, gamma, beta, eps, lo, hi, x_hat, y, stats, rectify):
@@ -40,16 +47,31 @@ def normalise_rows(rows, gamma, beta, eps, lo, hi, x_hat, y, stats, rectify):
     used); y = max(0, γ·x̂ + β) when rectify (a ReLU fused, as np.maximum: NaN kept, −0 → 0).
     Compiled by loops()."""
     m = rows.shape[1]
+    whole = m - m % LANES
     zero = y.dtype.type(0)
+    parts = np.empty(LANES)
     for c in range(lo, hi):
         x = rows[c]
+        parts[:] = 0.0
+        for j in range(0, whole, LANES):
+            for i in range(LANES):
+                parts[i] += x[j + i]
         total = 0.0
-        for j in range(m):
+        for i in range(LANES):
+            total += parts[i]
+        for j in range(whole, m):
             total += x[j]
         stats[c, 0] = total / m
         mean = stats[c, 0]
+        parts[:] = 0.0
+        for j in range(0, whole, LANES):
+            for i in range(LANES):
+                d = x[j + i] - mean
+                parts[i] += d * d
         squares = 0.0
-        for j in range(m):
+        for i in range(LANES):
+            squares += parts[i]
+        for j in range(whole, m):
             d = x[j] - mean
             squares += d * d
         stats[c, 1] = squares / m
@@ -70,13 +92,24 @@ def normalise_rows_backward(dy, x_hat, scale, lo, hi, dx, dgamma, dbeta, y, rect
     forward's rectified output, computed where it is read (as ReLU's backward: dy·0 where y ≤ 0,
     so NaN for a non-finite dy). Compiled by loops()."""
     m = dy.shape[1]
+    whole = m - m % LANES
     means = np.empty(2, dx.dtype)
     zero = dx.dtype.type(0)
+    parts = np.empty((2, LANES))
     for c in range(lo, hi):
         d, xh, r = dy[c], x_hat[c], y[c]
+        parts[:] = 0.0
+        for j in range(0, whole, LANES):
+            for i in range(LANES):
+                g = d[j + i] if not rectify or r[j + i] > 0 else d[j + i] * zero
+                parts[0, i] += g
+                parts[1, i] += g * xh[j + i]
         sum_dy = 0.0
         sum_dy_xh = 0.0
-        for j in range(m):
+        for i in range(LANES):
+            sum_dy += parts[0, i]
+            sum_dy_xh += parts[1, i]
+        for j in range(whole, m):
             g = d[j] if not rectify or r[j] > 0 else d[j] * zero
             sum_dy += g
             sum_dy_xh += g * xh[j]
@@ -86,4 +119,4 @@ def normalise_rows_backward(dy, x_hat, scale, lo, hi, dx, dgamma, dbeta, y, rect
         out = dx[c]
         for j in range(m):
             g = d[j] if not rectify or r[j] > 0 else d[j] * zero
-            out[j] = k * (g - a - xh[j] * b)
+            out[j] = k * (g - (xh[j] * b + a))  # the order the compiler chose before 2026-12-02

@@ -17,14 +17,15 @@ HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 FASTMATH = {"reassoc", "contract", "nsz"}
 
 
-def compile_loops(*fns, exact: bool = False):
+def compile_loops(*fns, exact: bool = False, reorder: bool = True):
     """fns compiled by Numba (nogil, the flags above; none with exact=True, for a loop that must
-    round as NumPy's expressions do), loaded from its disk cache when there. Where Numba finds
-    no folder it may write its cache to (a read-only install and home), they are compiled in
-    this process instead. Callers keep the result (functools.cache)."""
+    round as NumPy's expressions do; all but reassociation with reorder=False, for a loop whose
+    sums must add in the source's order), loaded from its disk cache when there. Where Numba
+    finds no folder it may write its cache to (a read-only install and home), they are compiled
+    in this process instead. Callers keep the result (functools.cache)."""
     import numba
 
-    flags = False if exact else FASTMATH
+    flags = False if exact else FASTMATH if reorder else FASTMATH - {"reassoc"}
     try:
         jit = numba.njit(nogil=True, fastmath=flags, cache=True)
         return tuple(jit(fn) for fn in fns)
