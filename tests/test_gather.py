@@ -126,9 +126,10 @@ def _conv(c, k, size, dtype=np.float32):
 
 def test_the_layers_that_take_the_gather_path(monkeypatch):
     assert _conv(64, 64, 7)._path() == "gather"  # ResNet's last stage
-    assert _conv(32, 32, 14)._path() == "gather"  # ResNet's middle stage, once Winograd's
-    assert _conv(32, 64, 14)._path() == "gather"  # fmnist-cnn's second layer
     assert _conv(64, 128, 7)._path() == "gather"  # fmnist-cnn-bn's third
+    # where Winograd also applies: training by instruction set (the next test), inference here
+    for c, k in ((32, 32), (32, 64)):  # ResNet's middle stage, fmnist-cnn's second layer
+        assert _conv(c, k, 14)._path(inference=True) == "gather"
     assert _conv(16, 16, 28)._path() == "direct"  # at most 16 channels and filters
     assert _conv(128, 128, 14)._path() == "winograd"  # more than GATHER_LIMITS' 64 channels
     assert _conv(64, 256, 7)._path() == "same"  # more than its 128 filters
@@ -140,6 +141,22 @@ def test_the_layers_that_take_the_gather_path(monkeypatch):
     monkeypatch.setenv("CNNLAB_SIMD", "0")
     assert _conv(64, 64, 7)._path() == "same"
     assert strided._path(inference=True) == "same"
+
+
+@pytest.mark.parametrize("isa, trained", [("avx512", "gather"), ("avx2", "winograd")])
+def test_training_takes_winograd_over_the_gather_path_where_its_dw_loop_was_slower(
+        isa, trained, monkeypatch):
+    """AVX2's dW loop holds 8 sums and was measured slower than Winograd's backward on 14×14
+    maps (gather.TRAINS_AHEAD_OF_WINOGRAD); 7×7 maps, where Winograd does not apply, and
+    inference take the gather path on both."""
+    monkeypatch.setattr(simd, "_isa", lambda: isa)
+    assert cl.kernels.gather_trains_ahead_of_winograd() == (trained == "gather")
+    for c, k in ((32, 32), (32, 64), (16, 32)):
+        assert _conv(c, k, 14)._path() == trained
+        assert _conv(c, k, 14)._path(inference=True) == "gather"
+    assert _conv(64, 64, 7)._path() == _conv(64, 64, 7)._path(inference=True) == "gather"
+    monkeypatch.setattr(simd, "_isa", lambda: None)
+    assert not cl.kernels.gather_trains_ahead_of_winograd()
 
 
 def test_a_stride_2_layer_infers_on_the_gather_path_and_trains_on_the_same_path(rng, monkeypatch):

@@ -18,7 +18,6 @@ from cnnlab.kernels import (
     conv_backward_winograd,
     conv_forward_winograd,
     conv_winograd_applies,
-    simd,
     winograd,
 )
 from cnnlab.runtime import threads
@@ -164,10 +163,11 @@ def test_non_finite_inputs_stay_within_a_pixel_of_the_direct_sums(rng):
 
 def test_layers_take_the_winograd_path_where_it_was_measured_faster(monkeypatch):
     """Where the gather path's vector code runs, it takes the 3×3 layers of up to 64 channels
-    whose channels and filters are multiples of its width (tests/test_gather.py); these are the
-    layers Winograd takes without it (float64, other processors, CNNLAB_SIMD=0)."""
+    whose channels and filters are multiples of its width (tests/test_gather.py), in training on
+    AVX-512 only; these are the layers Winograd takes without it (float64, other processors,
+    CNNLAB_SIMD=0)."""
     conv3 = {"kernel_size": 3, "padding": 1}
-    gathered = "gather" if simd._isa() else "winograd"
+    gathered = "gather" if cl.kernels.gather_trains_ahead_of_winograd() else "winograd"
     assert path_of({"filters": 32, **conv3}, (32, 14, 14)) == gathered
     assert path_of({"filters": 32, **conv3}, (20, 14, 14)) == "winograd"  # 20: not a multiple of 8
     assert path_of({"filters": 128, **conv3}, (128, 14, 14)) == "winograd"  # more than 64 channels

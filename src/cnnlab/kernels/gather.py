@@ -60,6 +60,13 @@ from cnnlab.runtime.threads import map_chunks
 #: registers on AVX-512's 32 vector registers, 12 and 8 on AVX2's 16
 SHAPES = {"avx512": (16, 24, 16), "avx2": (8, 12, 8)}
 
+#: per instruction set: whether a training layer (forward and backward) takes the gather path
+#: where Winograd also applies. On AVX2 the dW loop holds only R·KV = 8 sums, 7 loads for 8
+#: fused multiply-adds, and ran at 36–47 GFLOP/s where the forward ran at 65–90 (AMD EPYC Zen 3,
+#: 2 threads): 32 → 64 at 14×14 trained in 43–50 ms against Winograd's 35–39, and 32 → 32 at
+#: 14×14 tied (23–25 ms each). On AVX-512 it was faster than Winograd on both (docs/performance.md)
+TRAINS_AHEAD_OF_WINOGRAD = {"avx512": True, "avx2": False}
+
 #: input plus output values a chunk holds (samples × planes), 1 MiB of float32: a chunk's
 #: padded input, its dy and its dy transposed stay in L2 while dW's loop reads them 9·C/R times
 CHUNK_VALUES = 1 << 18
@@ -133,6 +140,12 @@ def _conv_loop(isa: str, kv: int, offsets: tuple[int, ...]):
 def _offsets(wp: int, taps=TAPS) -> tuple[int, ...]:
     """Each tap's offset u·wp + v in planes wp values wide."""
     return tuple(u * wp + v for u, v in taps)
+
+
+def gather_trains_ahead_of_winograd() -> bool:
+    """Whether, on this processor, a training layer that both paths apply to takes the gather
+    path rather than Winograd (TRAINS_AHEAD_OF_WINOGRAD); inference takes it everywhere."""
+    return TRAINS_AHEAD_OF_WINOGRAD.get(simd._isa(), False)
 
 
 def conv_gather_applies(kh: int, kw: int, stride, padding, channels: int, filters: int,

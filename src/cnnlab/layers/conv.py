@@ -147,7 +147,8 @@ class Conv2D(WeightedMixin, WindowLayer):
           a multiple of its width (16 on AVX-512, 8 on AVX2), at most GATHER_LIMITS (64
           channels, 128 filters): kernels.conv_forward_gather, vector code over filters, no
           column matrix; in inference also at stride 2 (forward 1.4–1.5× "same"'s, but its
-          backward is slower, so training keeps "same" there).
+          backward is slower, so training keeps "same" there); on AVX2, training layers that
+          Winograd applies to take Winograd (kernels.gather_trains_ahead_of_winograd).
         - "winograd": the same window, at least 16 input channels (and more than 16 of either),
           a map of at least 8×8 that whole 2×2 tiles cover to 80% or more (not 7×7):
           kernels.conv_forward_winograd, F(2×2, 3×3), 16 products in the BLAS.
@@ -170,14 +171,17 @@ class Conv2D(WeightedMixin, WindowLayer):
         if kernels.conv_direct_applies(kh, kw, stride, pad) and (
                 (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
             return "direct"
+        winograd = kernels.conv_winograd_applies(kh, kw, stride, pad) and c >= 16 \
+            and _tiles_fit(self.win.h.size, self.win.w.size)
         if self.weight is not None and c <= GATHER_LIMITS[0] and self.filters <= GATHER_LIMITS[1] \
-                and (inference or stride == (1, 1)) and kernels.conv_gather_applies(
-                    kh, kw, stride, pad, c, self.filters, self.weight.data.dtype):
+                and (inference or (stride == (1, 1) and (
+                    not winograd or kernels.gather_trains_ahead_of_winograd()))) \
+                and kernels.conv_gather_applies(kh, kw, stride, pad, c, self.filters,
+                                                self.weight.data.dtype):
             return "gather"
         if c < 4:
             return "plain"
-        if kernels.conv_winograd_applies(kh, kw, stride, pad) and c >= 16 \
-                and _tiles_fit(self.win.h.size, self.win.w.size):
+        if winograd:
             return "winograd"
         if kernels.conv_same_applies(self.win.h.size, self.win.w.size, kh, kw, stride, pad) and (
                 kh * kw > 1 or stride == (1, 1)):
