@@ -62,9 +62,9 @@ SHAPES = {"avx512": (16, 24, 16), "avx2": (8, 12, 8)}
 
 #: per instruction set: whether a training layer (forward and backward) takes the gather path
 #: where Winograd also applies. On AVX2 the dW loop holds only R·KV = 8 sums, 7 loads for 8
-#: fused multiply-adds, and ran at 36–47 GFLOP/s where the forward ran at 65–90 (AMD EPYC Zen 3,
+#: fused multiply-adds, and ran at 36–53 GFLOP/s where the forward ran at 65–90 (AMD EPYC Zen 3,
 #: 2 threads): 32 → 64 at 14×14 trained in 43–50 ms against Winograd's 35–39, and 32 → 32 at
-#: 14×14 tied (23–25 ms each). On AVX-512 it was faster than Winograd on both (docs/performance.md)
+#: 14×14 tied (22–25 ms each). On AVX-512 it was faster than Winograd on both (docs/performance.md)
 TRAINS_AHEAD_OF_WINOGRAD = {"avx512": True, "avx2": False}
 
 #: input plus output values a chunk holds (samples × planes), 1 MiB of float32: a chunk's
