@@ -72,7 +72,7 @@ from cnnlab.kernels.gather import (
     conv_backward_gather,
     conv_forward_gather,
     conv_gather_applies,
-    gather_ahead_of_direct,
+    gather_trains_ahead_of_direct,
     gather_trains_ahead_of_winograd,
 )
 from cnnlab.kernels.geometry import Padding, Pair, dilated, out_size, pad
@@ -111,7 +111,7 @@ from cnnlab.kernels.winograd import (
 __all__ = [
     "Padding", "Pair", "avgpool_backward", "avgpool_forward", "col2im", "col2im_same",
     "conv_backward_cols", "conv_backward_direct", "conv_backward_gather", "conv_forward_gather",
-    "conv_gather_applies", "gather_ahead_of_direct", "gather_trains_ahead_of_winograd",
+    "conv_gather_applies", "gather_trains_ahead_of_direct", "gather_trains_ahead_of_winograd",
     "conv_backward_same", "conv_backward_wide",
     "conv_direct_applies", "conv_forward_cols", "conv_forward_direct", "conv_forward_same",
     "conv_forward_wide", "conv_same_applies", "conv_transpose_backward",

@@ -143,7 +143,7 @@ class Conv2D(WeightedMixin, WindowLayer):
         - "direct": a 3×3 kernel, stride 1, padding 1, at most 16 input channels and 16 filters,
           or a first layer's 1–3 channels and at most 32 filters: kernels.conv_forward_direct,
           compiled loops with no column matrix; on AVX2, 16 → 16 layers that the gather path
-          applies to take it instead, in training too (kernels.gather_ahead_of_direct).
+          applies to take it in training instead (kernels.gather_trains_ahead_of_direct).
         - "gather": the same window, float32 where the vector code runs, channels and filters
           a multiple of its width (16 on AVX-512, 8 on AVX2), at most GATHER_LIMITS (64
           channels, 128 filters): kernels.conv_forward_gather, vector code over filters, no
@@ -174,8 +174,9 @@ class Conv2D(WeightedMixin, WindowLayer):
                 kh, kw, stride, pad, c, self.filters, self.weight.data.dtype)
         if kernels.conv_direct_applies(kh, kw, stride, pad) and (
                 (c <= 16 and self.filters <= 16) or (c < 4 and self.filters <= 32)):
-            thin = gathers and c == self.filters == 16 and kernels.gather_ahead_of_direct()
-            return "gather" if thin else "direct"
+            ahead = gathers and not inference and c == self.filters == 16 \
+                and kernels.gather_trains_ahead_of_direct()
+            return "gather" if ahead else "direct"
         winograd = kernels.conv_winograd_applies(kh, kw, stride, pad) and c >= 16 \
             and _tiles_fit(self.win.h.size, self.win.w.size)
         if gathers and (inference or (stride == (1, 1) and (
