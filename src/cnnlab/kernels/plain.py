@@ -26,13 +26,15 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride=1, padding=0, dilation=1) -> 
     The row order matches weight.reshape(K, C·kh·kw), so a convolution is one GEMM,
     W_mat · X_col. Built one kernel offset at a time from x in (C, N, H, W) order: each copy
     reads and writes whole rows of the image, which is several times faster than gathering
-    windows pixel by pixel. A dilated kernel's offset (u, v) reads (u·d_h, v·d_w).
+    windows pixel by pixel. A dilated kernel's offset (u, v) reads (u·d_h, v·d_w). Without
+    padding the offsets read x itself, in any layout: a contiguous copy first doubled the
+    time of ResNet's 1×1 stride-2 shortcuts (16 → 32 at 28×28: 3.3 ms against 1.6).
     """
     (sh, sw), pads = _pairs(stride, padding)
     (dh, dw), (eh, ew) = dilated(kh, kw, dilation)
     n, c = x.shape[:2]
     h_out, w_out = out_size(x.shape[2], x.shape[3], eh, ew, stride, padding)
-    xp = pad(np.ascontiguousarray(x.transpose(1, 0, 2, 3)), pads)
+    xp = pad(x.transpose(1, 0, 2, 3), pads)  # a copy with padding; a view without
     cols = np.empty((c, kh, kw, n, h_out, w_out), dtype=x.dtype)
     for u in range(kh):
         for v in range(kw):
