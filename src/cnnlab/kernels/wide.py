@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnlab.kernels import planes
 from cnnlab.kernels.chunks import _chunk, _spans, conv_backward_chunks
 from cnnlab.kernels.geometry import Padding, _pairs
 from cnnlab.runtime.threads import map_chunks
@@ -53,6 +54,8 @@ def fill_wide_planes(xp: np.ndarray, x: np.ndarray, padding: Padding, n0: int = 
     (pt, _), (pl, _) = padding
     h, w = x.shape[2:]
     part = xp[:, n0:n1]
+    if planes.fill(part, x[n0:n1].transpose(1, 0, 2, 3), pt, pl):
+        return
     part[:, :, :pt] = 0
     part[:, :, pt + h :] = 0
     part[:, :, pt : pt + h, :pl] = 0
