@@ -217,15 +217,16 @@ def _digest(model) -> str:
 @pytest.mark.parametrize("name", ["fmnist-cnn", "fmnist-cnn-bn", "resnet8"])
 def test_training_steps_are_bit_identical_with_and_without_fusion(name, monkeypatch):
     """Three SGD steps of a zoo network: the same weights and running statistics, bit for bit,
-    with its BatchNorm + ReLU and ReLU + MaxPool2D pairs fused and with each layer on its own;
-    and the same inference scores with the convolutions applying the maps after them."""
+    with its BatchNorm + ReLU, ReLU + MaxPool2D and Residual + ReLU pairs fused and with each
+    layer on its own; and the same inference scores with the convolutions applying the maps
+    after them."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 16, 1, 28, 28)).astype(np.float32)
     labels = rng.integers(0, 10, (3, 16))
     digests = []
     for fuse in (True, False):
         if not fuse:
-            for kind in (_BatchNorm, cl.ReLU):
+            for kind in (_BatchNorm, cl.ReLU, cl.Residual):
                 monkeypatch.setattr(kind, "forward_fused", lambda self, after, x, training=False:
                                     None)
                 monkeypatch.setattr(kind, "inference_map", lambda self, after: None)

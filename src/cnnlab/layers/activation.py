@@ -115,6 +115,13 @@ class ReLU(_Elementwise):
             self.fused()
         return y
 
+    def computed(self, y: np.ndarray, *, training: bool = False) -> np.ndarray:
+        """Called with y = max(0, ·) when a neighbour computed this layer's forward within its
+        own (Residual.forward_fused): in training, keeps y for backward as forward would."""
+        if training:
+            self._cache = y
+        return y
+
     def fused(self) -> None:
         """Called when a neighbour computed this ReLU within its own training forward
         (Layer.forward_fused: BatchNorm2D before it, or this layer's own with a MaxPool2D after

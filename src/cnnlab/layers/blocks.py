@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from cnnlab.core import Layer, Parameter, Shape, ShapeError, volume
-from cnnlab.layers.activation import sigmoid
+from cnnlab.layers.activation import ReLU, sigmoid
 from cnnlab.layers.containers import Sequential
 from cnnlab.layers.dense import Dense
 from cnnlab.runtime import threads
@@ -40,6 +40,13 @@ def chain(layers: Layer | Iterable[Layer], name: str, owner: str) -> Sequential:
 
 def _add(out, a, b):
     np.add(a, b, out=out)
+
+
+def _add_relu(out, a, b):
+    """out = max(0, a + b): the add, then the ReLU's max, the same operations as the two layers
+    apart, on each thread's run while it is in cache."""
+    np.add(a, b, out=out)
+    np.maximum(out, 0, out=out)
 
 
 class _Block(Layer):
@@ -120,12 +127,24 @@ class Residual(_Block):
         self._build_parts(rng)
 
     def forward(self, x: np.ndarray, *, training: bool = False) -> np.ndarray:
+        return self._forward(x, training, _add)
+
+    def forward_fused(self, after: Layer, x: np.ndarray, *, training: bool = False):
+        """This block and a ReLU after it (ResNet's) in one pass (Layer.forward_fused):
+        max(0, F(x) + s(x)) written once, where the add and the ReLU apart write and read the
+        sum again; the same values. In training the ReLU keeps y for its own backward. None for
+        any other layer after."""
+        if type(after) is not ReLU:
+            return None
+        return after.computed(self._forward(x, training, _add_relu), training=training)
+
+    def _forward(self, x: np.ndarray, training: bool, combine) -> np.ndarray:
         x = self._check_input(x)
         y = self.branch.forward(x, training=training)
         s = x if self.shortcut is None else self.shortcut.forward(x, training=training)
         if training:
             self._cache = x.shape[0]
-        return threads.elementwise(_add, y, y, s)
+        return threads.elementwise(combine, y, y, s)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         n = self._take_cache()
