@@ -73,6 +73,27 @@ def test_gather_matches_the_float64_definition(isa, stride, n, c, k, h, w, rng, 
         close(ours, ref, what)
 
 
+@pytest.mark.parametrize("c, k", [(16, 32), (40, 16), (24, 8), (64, 64), (8, 24)])
+def test_dw_takes_the_channels_in_blocks_of_any_size_with_the_same_bits(c, k, rng, monkeypatch):
+    """dW's sums run over the positions in order whatever the block of channels R a loop holds
+    (gather_ir.wgrad_ir): SHAPES' R with a last block of C mod R (on AVX2, R = 6 for two filter
+    vectors leaves 4 of 16 or 64 channels), one channel at a time, or two: the same bits."""
+    x = rng.standard_normal((3, c, 7, 9)).astype(np.float32)
+    weight = rng.standard_normal((k, c, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((3, k, 7, 9)).astype(np.float32)
+    _, planes = gather.conv_forward_gather(x, weight, None)
+    expected = gather.conv_backward_gather(dy, planes, weight)[0]
+    try:
+        for rows in ({1: 1, 2: 1}, {1: 2, 2: 2}):
+            monkeypatch.setitem(gather.SHAPES, ISA, (*gather.SHAPES[ISA][:2], rows))
+            gather._built.cache_clear()
+            np.testing.assert_array_equal(gather.conv_backward_gather(dy, planes, weight)[0],
+                                          expected)
+    finally:
+        monkeypatch.undo()
+        gather._built.cache_clear()
+
+
 def test_repeats_are_bit_identical_and_the_flags_skip_dx_and_db(rng, n_threads):
     x = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
     weight = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)

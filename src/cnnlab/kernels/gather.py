@@ -55,10 +55,14 @@ from cnnlab.kernels.geometry import _pairs
 from cnnlab.kernels.wide import fill_wide_planes
 from cnnlab.runtime.threads import map_chunks
 
-#: per instruction set: lanes V, and per filter vectors KV (1 or 2) the positions P of the
-#: forward kernel and the channels R of the dW kernel: P·KV = 24 and R·KV = 16 sums in
-#: registers on AVX-512's 32 vector registers, 12 and 8 on AVX2's 16
-SHAPES = {"avx512": (16, 24, 16), "avx2": (8, 12, 8)}
+#: per instruction set: lanes V, P·KV (the forward kernel's positions P times its filter
+#: vectors KV, 1 or 2: sums in registers) and, per KV, the channels R of the dW kernel. AVX-512
+#: (32 vector registers): 24 sums, and 16 in dW (R = 16, 8). AVX2 (16): 12 sums, and 8 or 12 in
+#: dW: R = 8 for one vector, 6 for two. One thread, AMD EPYC Zen 3, KV = 2: 48 → 64 at 7×7
+#: 63–72 GFLOP/s against R = 4's 57–60, 48 → 128 at 7×7 46–59 against 39–51, 14×14 and 28×28
+#: within 5%; KV = 1 with R = 12 was slower than R = 8 (19–41 against 34–39). A layer whose
+#: channels are not a multiple of R takes its last C mod R channels in a loop of that R
+SHAPES = {"avx512": (16, 24, {1: 16, 2: 8}), "avx2": (8, 12, {1: 8, 2: 6})}
 
 #: per instruction set: whether a training layer (forward and backward) takes the gather path
 #: where Winograd also applies. On AVX2 the dW loop holds only R·KV = 8 sums, 7 loads for 8
@@ -116,20 +120,31 @@ def kernels(dtype, filters: int) -> Kernels | None:
 @functools.cache
 def _built(isa: str, kv: int) -> Kernels | None:
     lanes, positions, rows = SHAPES[isa]
-    i64, ptr = ctypes.c_int64, ctypes.c_void_p
     try:
-        wgrad, engine = simd.jit(gather_ir.wgrad_ir(lanes, kv, rows // kv), "gather_wgrad",
-                                 (ptr, i64, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64))
+        wgrad, engine = _wgrad_loop(isa, kv, rows[kv])
         _conv_loop(isa, kv, _offsets(9))  # the build fails here, not in a layer, where it cannot
     except (AttributeError, RuntimeError):  # an llvmlite before 0.44
         return None
-    return Kernels(lanes, kv, positions // kv, rows // kv, isa, wgrad, engine)
+    return Kernels(lanes, kv, positions // kv, rows[kv], isa, wgrad, engine)
+
+
+def _wgrad_loop(isa: str, kv: int, rows: int):
+    """The dW loop for blocks of `rows` channels (SHAPES' R, or a layer's last C mod R) and its
+    engine, held for the process's life in _WGRAD_LOOPS (filled under _LOCK, as _CONV_LOOPS)."""
+    with _LOCK:
+        if (isa, kv, rows) not in _WGRAD_LOOPS:
+            i64, ptr = ctypes.c_int64, ctypes.c_void_p
+            _WGRAD_LOOPS[isa, kv, rows] = simd.jit(
+                gather_ir.wgrad_ir(SHAPES[isa][0], kv, rows), "gather_wgrad",
+                (ptr, i64, ptr, ptr, i64, ptr, i64, ptr, i64, i64, i64, i64))
+        return _WGRAD_LOOPS[isa, kv, rows]
 
 
 #: the forward loops compiled so far, (isa, kv, offsets) → (function, engine); held for the
 #: process's life (an engine freed frees its code), filled under _LOCK: chunks on two threads
 #: may ask for new offsets at once, and a loop compiled twice would free one copy while in use
 _CONV_LOOPS: dict = {}
+_WGRAD_LOOPS: dict = {}
 _LOCK = threading.Lock()
 
 #: the 3×3 window's taps (u, v), in the order of weight.reshape(K, C, 9)
@@ -346,7 +361,8 @@ def _dx_stride2(found: Kernels, weight: np.ndarray, dy_chunk: np.ndarray, dx: np
 def _weight_grad(found: Kernels, planes: np.ndarray, dy_mat: np.ndarray, c: int,
                  bases: np.ndarray) -> np.ndarray:
     """One chunk's dW (K, C·9) from its planes (C, m, h + 2, w + 2), dy (K, count) and the
-    windows' starts (count of them)."""
+    windows' starts (count of them): the channels in blocks of R (found.rows), then the last
+    C mod R in a loop of its own, the same sums (gather_ir.wgrad_ir)."""
     k, count = dy_mat.shape
     _, m, hp, wp = planes.shape
     dyt = np.ascontiguousarray(dy_mat.T)
@@ -354,12 +370,18 @@ def _weight_grad(found: Kernels, planes: np.ndarray, dy_mat: np.ndarray, c: int,
     dw_part = np.empty((9, c, k), np.float32)
     block = found.kv * found.lanes
     if not (dyt.dtype == planes.dtype == np.float32 and planes.flags.c_contiguous
-            and planes.shape[0] == c and c % found.rows == 0 and k % block == 0
+            and planes.shape[0] == c and c > 0 and k % block == 0
             and count == bases.size and count > 0
             and int(bases.max()) + int(taps.max()) < m * hp * wp):
-        raise ValueError(f"gather: dW needs float32 planes and dy, C a multiple of {found.rows} "
-                         f"and K of {block}. Received: planes {planes.dtype} {planes.shape}, dy "
-                         f"{dy_mat.dtype} {dy_mat.shape}")
-    found.wgrad(planes.ctypes.data, m * hp * wp, bases.ctypes.data, taps.ctypes.data, 9,
-                dyt.ctypes.data, k, dw_part.ctypes.data, c, k // block, count)
+        raise ValueError(f"gather: dW needs float32 planes and dy, and K a multiple of {block}. "
+                         f"Received: planes {planes.dtype} {planes.shape}, dy {dy_mat.dtype} "
+                         f"{dy_mat.shape}")
+    whole = c - c % found.rows
+    parts = [(0, whole, found.wgrad)] if whole else []
+    if whole < c:
+        parts.append((whole, c - whole, _wgrad_loop(found.isa, found.kv, c - whole)[0]))
+    plane = m * hp * wp
+    for c0, channels, loop in parts:
+        loop(planes.ctypes.data + 4 * c0 * plane, plane, bases.ctypes.data, taps.ctypes.data, 9,
+             dyt.ctypes.data, k, dw_part.ctypes.data + 4 * c0 * k, channels, c, k // block, count)
     return dw_part.transpose(2, 1, 0).reshape(k, c * 9)

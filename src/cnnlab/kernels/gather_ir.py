@@ -121,15 +121,18 @@ def _conv_stores(lanes: int, kv: int, positions: int, taps: int) -> list[str]:
 
 
 def wgrad_ir(lanes: int, kv: int, rows: int) -> str:
-    """@gather_wgrad(xs, cs, bases, taps, T, dyt, ds, dw, C, KB, count): for each filter block kb,
-    tap t and block of R channels, the sums over positions p < count; dw (T, C, KB·KV·V) written
-    whole, a vector per (t, c, kv)."""
+    """@gather_wgrad(xs, cs, bases, taps, T, dyt, ds, dw, C, CW, KB, count): for each filter block
+    kb, tap t and block of R channels (C of them, a multiple of R), the sums over positions
+    p < count; dw (T, CW, KB·KV·V) written whole for these C channels, a vector per (t, c, kv).
+    Each sum runs over the positions in order whatever R, so callers may take a layer's channels
+    in blocks of any sizes and get the same bits."""
     vt, kl, R = f"<{lanes} x float>", kv * lanes, rows
     acc = [(r, v) for r in range(R) for v in range(kv)]
     lines = [
         _fma_decl(lanes),
         "define void @gather_wgrad(ptr noalias %xs, i64 %cs, ptr noalias %bases, ptr noalias %taps,"
-        " i64 %T, ptr noalias %dyt, i64 %ds, ptr noalias %dw, i64 %C, i64 %KB, i64 %count) #0 {",
+        " i64 %T, ptr noalias %dyt, i64 %ds, ptr noalias %dw, i64 %C, i64 %CW, i64 %KB,"
+        " i64 %count) #0 {",
         "entry:",
         f"  %CB = udiv i64 %C, {R}",
         f"  %K = mul i64 %KB, {kl}",
@@ -167,7 +170,7 @@ def wgrad_ir(lanes: int, kv: int, rows: int) -> str:
                   f"{vt} %a{r}_{v})" for v in range(kv)]
     lines += ["  %pn = add i64 %p, 1", "  %pdone = icmp eq i64 %pn, %count",
               "  br i1 %pdone, label %store, label %ploop", "store:",
-              "  %tC = mul i64 %t, %C"]
+              "  %tC = mul i64 %t, %CW"]
     lines += _wgrad_stores(lanes, kv, R)
     lines += ["  br label %cbnext", "cbnext:", "  %cbn = add i64 %cb, 1",
               "  %cbdone = icmp eq i64 %cbn, %CB", "  br i1 %cbdone, label %tnext, label %cbloop",
